@@ -1,0 +1,32 @@
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: setup demo test bench-fast bench-finetune bench-ensemble clean
+
+setup: $(STAMP)
+
+# Re-runs pip only when the pinned lists change, so a second `make setup` takes a second.
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	test -x $(PY) || python3.11 -m venv .venv
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m maskcls demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench-fast: setup
+	$(PY) bench/quality.py --preset cpu-fast
+
+bench-finetune: setup
+	$(PY) bench/quality.py --preset cpu-finetune
+
+bench-ensemble: setup
+	$(PY) bench/ensemble.py
+
+clean:
+	rm -rf .venv runs demo_out
