@@ -1,0 +1,1 @@
+"""Data: the competition layout, label fixes, person-grouped splits, transforms, datasets, demo data."""

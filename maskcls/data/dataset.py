@@ -1,0 +1,37 @@
+"""Photo datasets for torch. Augmentation randomness is seeded per (seed, epoch, index), so a
+resumed run sees exactly the batches an uninterrupted one would, whatever the worker count."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import Preprocess, eval_transform, read_rgb, to_tensor, train_transform
+
+
+class PhotoDataset(Dataset):
+    def __init__(self, files, labels=None, pre: Preprocess | None = None, augment: str | None = None, seed: int = 0):
+        self.files = list(files)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.pre = pre
+        self.transform = train_transform(pre, augment) if augment else eval_transform(pre)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating; workers forked afterwards inherit it."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+        image = self.transform(image=read_rgb(self.files[index]))["image"]
+        x = to_tensor(image, self.pre)
+        return (x, -1) if self.labels is None else (x, int(self.labels[index]))
+
+
+def seeded_generator(seed: int, epoch: int) -> torch.Generator:
+    """Shuffling order for one epoch, independent of what ran before it."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))

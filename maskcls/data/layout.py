@@ -1,0 +1,235 @@
+"""Read and validate the competition layout.
+
+    train/train.csv            id,gender,race,age,path      (path = person folder name)
+    train/images/<path>/{mask1..mask5,incorrect_mask,normal}.{jpg|jpeg|png}
+    eval/info.csv              ImageID,ans
+    eval/images/<ImageID>
+
+Every problem a user can fix is a `MaskclsError` whose one line names the file, what is wrong
+and what to do. Persons are keyed by folder (`path`); the real data has one id shared by two
+folders, so a duplicate id is a warning, grouped together in splits, not an error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import MaskclsError
+from ..labels import DEFAULT_AGE_CUTS, GENDER_CODES, PHOTO_MASK, age_group, encode
+
+log = logging.getLogger(__name__)
+
+TRAIN_COLUMNS = ["id", "gender", "race", "age", "path"]
+EVAL_COLUMNS = ["ImageID", "ans"]
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass
+class TrainData:
+    """One row per person and one row per photo, with labels, ready for splitting."""
+
+    root: Path
+    persons: pd.DataFrame  # id, gender, race, age, path, gender_code, age_group
+    images: pd.DataFrame  # file, path, id, photo, mask, gender, age_group, label
+    skipped: dict = field(default_factory=dict)  # reason -> count of files ignored
+    warnings: list = field(default_factory=list)
+
+
+@dataclass
+class EvalData:
+    root: Path
+    info: pd.DataFrame  # ImageID, ans, in the file's order
+    files: list  # absolute image paths aligned with info rows
+
+
+def _train_dir(root: Path) -> Path:
+    """Accept the dataset root (holding train/) or the train folder itself."""
+    root = Path(root)
+    return root / "train" if (root / "train" / "train.csv").exists() or not (root / "train.csv").exists() else root
+
+
+def _eval_dir(root: Path) -> Path:
+    root = Path(root)
+    return root / "eval" if (root / "eval" / "info.csv").exists() or not (root / "info.csv").exists() else root
+
+
+def read_csv_checked(csv_path: Path, columns: list[str], hint: str) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise MaskclsError(f"{csv_path}: not found; {hint}")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MaskclsError(f"{csv_path}: cannot be read as CSV ({exc}); expected columns {','.join(columns)}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise MaskclsError(
+            f"{csv_path}: missing column(s) {','.join(missing)}; the header must be {','.join(columns)} "
+            f"(found {','.join(map(str, table.columns))})"
+        )
+    return table
+
+
+def _parse_persons(table: pd.DataFrame, csv_path: Path, age_cuts) -> tuple[pd.DataFrame, list[str]]:
+    warnings = []
+    table = table[TRAIN_COLUMNS].copy()
+    for column in TRAIN_COLUMNS:
+        table[column] = table[column].str.strip()
+    for row_no, row in enumerate(table.itertuples(index=False), start=2):  # row 1 is the header
+        if row.gender.lower() not in GENDER_CODES:
+            raise MaskclsError(
+                f"{csv_path}: line {row_no} (id {row.id}): gender {row.gender!r} is not male/female; fix that line"
+            )
+        if not row.age.isdigit():
+            raise MaskclsError(f"{csv_path}: line {row_no} (id {row.id}): age {row.age!r} is not a whole number; fix that line")
+        if not row.path:
+            raise MaskclsError(f"{csv_path}: line {row_no} (id {row.id}): empty path; give the person's folder name")
+    repeated_paths = table["path"][table["path"].duplicated()]
+    if len(repeated_paths):
+        raise MaskclsError(
+            f"{csv_path}: folder {repeated_paths.iloc[0]!r} is listed {int((table['path'] == repeated_paths.iloc[0]).sum())} times; "
+            "remove the repeated line(s)"
+        )
+    repeated_ids = sorted(set(table["id"][table["id"].duplicated()]))
+    if repeated_ids:
+        folders = table.loc[table["id"].isin(repeated_ids), "path"].tolist()
+        warnings.append(
+            f"{csv_path}: id(s) {', '.join(repeated_ids)} shared by folders {', '.join(folders)}; "
+            "kept as separate persons, always on the same side of a split"
+        )
+    table["gender"] = table["gender"].str.lower()
+    table["age"] = table["age"].astype(int)
+    table["gender_code"] = table["gender"].map(GENDER_CODES).astype(int)
+    table["age_group"] = age_group(table["age"].to_numpy(), age_cuts)
+    return table.reset_index(drop=True), warnings
+
+
+def _scan_person_folder(folder: Path, skipped: dict) -> dict[str, Path]:
+    """Map photo name (mask1 ... normal) to its file, skipping dot-files and unknown names."""
+    photos = {}
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith("."):
+            skipped["dot-files"] = skipped.get("dot-files", 0) + 1
+            continue
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS or stem not in PHOTO_MASK or not entry.is_file():
+            skipped["unknown names"] = skipped.get("unknown names", 0) + 1
+            continue
+        if stem in photos:
+            raise MaskclsError(
+                f"{folder}: two files for photo {stem!r} ({photos[stem].name}, {name}); keep one of them"
+            )
+        photos[stem] = Path(entry.path)
+    return photos
+
+
+def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
+    """Read train.csv and the person folders; validate everything but image decoding (see `check`)."""
+    train_dir = _train_dir(Path(root))
+    csv_path = train_dir / "train.csv"
+    table = read_csv_checked(csv_path, TRAIN_COLUMNS, "point maskcls at the folder holding train/train.csv")
+    persons, warnings = _parse_persons(table, csv_path, age_cuts)
+    images_dir = train_dir / "images"
+    if not images_dir.is_dir():
+        raise MaskclsError(f"{images_dir}: not found; train.csv needs the person folders under train/images/")
+    skipped: dict = {}
+    rows = []
+    for person in persons.itertuples(index=False):
+        folder = images_dir / person.path
+        if not folder.is_dir():
+            raise MaskclsError(f"{folder}: listed in {csv_path.name} (id {person.id}) but not on disk; restore the folder or remove the line")
+        photos = _scan_person_folder(folder, skipped)
+        missing = [p for p in PHOTO_MASK if p not in photos]
+        if missing:
+            raise MaskclsError(
+                f"{folder}: missing photo(s) {', '.join(missing)}; each person needs mask1..mask5, incorrect_mask "
+                "and normal (.jpg/.jpeg/.png)"
+            )
+        for photo, file in photos.items():
+            if file.stat().st_size == 0:
+                raise MaskclsError(f"{file}: zero-byte image; copy the photo again or remove the person from train.csv")
+            rows.append((str(file), person.path, person.id, photo))
+    images = pd.DataFrame(rows, columns=["file", "path", "id", "photo"])
+    images = images.sort_values(["path", "photo"], kind="stable").reset_index(drop=True)
+    data = TrainData(train_dir, persons, images, skipped, warnings)
+    if label_fixes:
+        from .fixes import apply_label_fixes
+
+        apply_label_fixes(data, label_fixes, age_cuts)
+    relabel(data)
+    for line in warnings:
+        log.warning(line)
+    return data
+
+
+def relabel(data: TrainData) -> None:
+    """(Re)derive each photo's mask, gender, age group and 18-class label from the person table."""
+    by_path = data.persons.set_index("path")
+    images = data.images
+    images["mask"] = images["photo"].map(PHOTO_MASK).astype(int)
+    images["gender"] = images["path"].map(by_path["gender_code"]).astype(int)
+    images["age_group"] = images["path"].map(by_path["age_group"]).astype(int)
+    images["label"] = encode(images["mask"].to_numpy(), images["gender"].to_numpy(), images["age_group"].to_numpy())
+
+
+def load_eval(root) -> EvalData:
+    """Read info.csv and check every listed image is on disk and non-empty."""
+    eval_dir = _eval_dir(Path(root))
+    csv_path = eval_dir / "info.csv"
+    info = read_csv_checked(csv_path, EVAL_COLUMNS, "point maskcls at the folder holding eval/info.csv")
+    images_dir = eval_dir / "images"
+    files = []
+    for image_id in info["ImageID"]:
+        file = images_dir / image_id
+        if not file.is_file():
+            raise MaskclsError(f"{file}: listed in {csv_path} but not on disk; restore the image or use the matching info.csv")
+        if file.stat().st_size == 0:
+            raise MaskclsError(f"{file}: zero-byte image; copy the image again")
+        files.append(str(file))
+    return EvalData(eval_dir, info, files)
+
+
+def verify_images(files, progress: bool = True) -> None:
+    """Decode-check every image (Pillow's verify); raises on the first corrupt one."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    for file in tqdm(files, desc="checking images", unit="img", disable=not progress, leave=False):
+        try:
+            with Image.open(file) as image:
+                image.verify()
+        except Exception as exc:  # Pillow raises many types for broken files
+            raise MaskclsError(f"{file}: cannot be decoded as an image ({type(exc).__name__}); replace or remove it") from None
+
+
+def check(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None, progress: bool = True) -> list[str]:
+    """Validate whatever of train/ and eval/ exists under `root`; return summary lines."""
+    root = Path(root)
+    lines = []
+    has_train = (_train_dir(root) / "train.csv").exists()
+    has_eval = (_eval_dir(root) / "info.csv").exists()
+    if not has_train and not has_eval:
+        raise MaskclsError(f"{root}: holds neither train/train.csv nor eval/info.csv; point maskcls at the dataset folder")
+    if has_train:
+        data = load_train(root, age_cuts, label_fixes)
+        verify_images(data.images["file"], progress)
+        persons = data.persons
+        lines.append(f"train: {len(persons)} persons, {len(data.images)} photos, all decodable")
+        lines.append(f"  gender: {persons['gender'].value_counts().to_dict()}")
+        lines.append(f"  age groups (cuts {age_cuts[0]}, {age_cuts[1]}): {persons['age_group'].value_counts().sort_index().to_dict()}")
+        extensions = data.images["file"].map(lambda f: os.path.splitext(f)[1].lower()).value_counts().to_dict()
+        lines.append(f"  age range {persons['age'].min()}-{persons['age'].max()}; extensions: {extensions}")
+        lines.append(f"  skipped files: {data.skipped or 'none'}")
+        lines.extend(f"  warning: {w}" for w in data.warnings)
+        counts = np.bincount(data.images["label"], minlength=18)
+        lines.append(f"  photos per class 0-17: {counts.tolist()}")
+    if has_eval:
+        evaluation = load_eval(root)
+        verify_images(evaluation.files, progress)
+        lines.append(f"eval: {len(evaluation.info)} images listed, all present and decodable")
+    return lines

@@ -1,0 +1,92 @@
+"""Batch inference shared by validation, prediction, CV and feature caching.
+
+The model is always rebuilt with the `Preprocess` recorded in its run, and every input goes
+through `eval_transform`, so training and prediction see images the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data.dataset import PhotoDataset
+from .data.transforms import Preprocess
+from .errors import MaskclsError
+from .models.heads import class_probs
+
+TTA_PRESETS = ("none", "hflip", "multiscale")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        raise MaskclsError(f"train.amp={amp!r}: choose bf16, fp16 or none")
+    if dtype is torch.float16 and device.type != "cuda":
+        raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The batch as each TTA view sees it; probabilities of the views are averaged."""
+    if tta not in TTA_PRESETS:
+        raise MaskclsError(f"tta={tta!r}: choose one of {', '.join(TTA_PRESETS)}")
+    views = [x]
+    if tta in ("hflip", "multiscale"):
+        views.append(torch.flip(x, dims=[3]))
+    if tta == "multiscale":
+        height, width = x.shape[2:]
+        dy, dx = int(round(height * 0.05)), int(round(width * 0.05))
+        zoomed = F.interpolate(x[:, :, dy:height - dy, dx:width - dx], size=(height, width), mode="bilinear", align_corners=False)
+        views += [zoomed, torch.flip(zoomed, dims=[3])]
+    return views
+
+
+def make_loader(files, pre: Preprocess, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(
+        PhotoDataset(files, None, pre), batch_size=batch_size, shuffle=False,
+        num_workers=min(num_workers, os.cpu_count() or 1), pin_memory=device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: int = 64, num_workers: int = 2,
+                  amp: str = "bf16", device=None, progress: bool = True, desc: str = "predict") -> np.ndarray:
+    """(N,18) class probabilities for the photo files, averaged over the TTA views."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device), desc=desc, unit="batch", disable=not progress, leave=False):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            probs = [class_probs(model(view), model.layout) for view in tta_views(x, tta)]
+        out.append(torch.stack(probs).mean(0).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 18), np.float32)
+
+
+@torch.no_grad()
+def embed_files(model, pre: Preprocess, files, batch_size: int = 64, num_workers: int = 2, amp: str = "bf16",
+                device=None, progress: bool = True, flip: bool = False) -> np.ndarray:
+    """(N,F) backbone features, optionally of the mirrored photos."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device), desc="embed", unit="batch", disable=not progress, leave=False):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        if flip:
+            x = torch.flip(x, dims=[3])
+        with autocast(device, amp):
+            out.append(model.forward_features(x).float().cpu())
+    return torch.cat(out).numpy()

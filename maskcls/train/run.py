@@ -1,0 +1,103 @@
+"""Run folders and checkpoints: never overwrite a run, never leave a half-written file."""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import dump_config
+from ..errors import MaskclsError
+
+
+def new_run_dir(out: str, name: str | None, config_name: str = "run") -> Path:
+    """A fresh folder; an explicit name that already exists is an error, not an overwrite."""
+    out = Path(out)
+    if name:
+        run_dir = out / name
+        if run_dir.exists():
+            raise MaskclsError(f"{run_dir}: run folder already exists; choose another name=..., or continue it with --resume {run_dir}")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = out / f"{stamp}-{config_name}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = out / f"{stamp}-{config_name}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def git_commit() -> str:
+    """The code's commit (with -dirty when the tree has changes), or 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_run_files(run_dir: Path, cfg: dict) -> None:
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    atomic_write_text(run_dir / "git_commit.txt", git_commit() + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash or a full disk keeps the previous file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        kept = "the previous one is kept" if path.exists() else "no earlier checkpoint exists"
+        raise MaskclsError(f"{path}: could not save the checkpoint ({reason}); {kept}. Free space and resume the run") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise MaskclsError(f"{path}: checkpoint not found; train a run first or check the path")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class MetricsLog:
+    """metrics.csv, one row per epoch; on resume, rows after the restored epoch are dropped."""
+
+    def __init__(self, path: Path, keep_epochs: int | None = None):
+        self.path = path
+        self.rows = []
+        if keep_epochs is not None and path.exists():
+            with open(path, newline="") as handle:
+                self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < keep_epochs]
+        self._write()
+
+    def append(self, row: dict) -> None:
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._write()
+
+    def _write(self) -> None:
+        if not self.rows:
+            return
+        columns = list(self.rows[-1])
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
