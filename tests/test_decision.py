@@ -1,0 +1,184 @@
+import numpy as np
+import pytest
+
+from maskcls.decision import (
+    apply_offsets,
+    batch_macro_f1,
+    cross_fit_offsets,
+    fit_class_offsets,
+    group_by_embedding,
+    group_splits,
+    person_consistency,
+)
+from maskcls.errors import MaskclsError
+from maskcls.labels import decode, encode
+from maskcls.metrics import macro_f1
+
+BIASED_CLASS = 17
+BIAS = 2.0
+
+
+def softmax(logits):
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def biased_classifier(seed=0, n=3600, bias=BIAS):
+    """Balanced classes with symmetric noise, so argmax is optimal by symmetry, then one class's
+    log-probability pushed down by `bias`: the macro-F1-optimal offset for it is +bias."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 18
+    logits = rng.normal(size=(n, 18))
+    logits[np.arange(n), y] += 2.0
+    logits[:, BIASED_CLASS] -= bias
+    return softmax(logits), y
+
+
+def test_batch_macro_f1_matches_the_competition_metric():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 18, 500)
+    predictions = rng.integers(0, 18, (4, 500))
+    predictions[1] = y
+    predictions[2] = 0  # most classes neither predicted nor, for some, true
+    y[y == 5] = 6  # class 5 absent from the truth
+    expected = [macro_f1(y, row) for row in predictions]
+    np.testing.assert_allclose(batch_macro_f1(y, predictions), expected, rtol=0, atol=1e-12)
+
+
+def test_zero_offsets_are_argmax():
+    probs, _ = biased_classifier(n=200)
+    np.testing.assert_array_equal(apply_offsets(probs, np.zeros(18)), probs.argmax(axis=1))
+
+
+def test_offsets_never_lose_on_fit_data():
+    rng = np.random.default_rng(2)
+    for trial in range(5):
+        n = 300
+        y = rng.integers(0, 18, n)
+        logits = rng.normal(size=(n, 18)) * rng.uniform(0.5, 2.0)
+        logits[np.arange(n), y] += rng.uniform(0.0, 2.0)
+        probs = softmax(logits)
+        offsets = fit_class_offsets(probs, y, n_rounds=2)
+        assert macro_f1(y, apply_offsets(probs, offsets)) >= macro_f1(y, probs.argmax(axis=1))
+
+
+def test_offsets_recover_a_known_bias():
+    probs, y = biased_classifier()
+    argmax_f1 = macro_f1(y, probs.argmax(axis=1))
+    offsets = fit_class_offsets(probs, y)
+    tuned_f1 = macro_f1(y, apply_offsets(probs, offsets))
+    assert tuned_f1 > argmax_f1 + 0.02
+    # Offsets are defined up to a common constant: compare with the other classes' median.
+    others = np.median(np.delete(offsets, BIASED_CLASS))
+    assert offsets[BIASED_CLASS] - others == pytest.approx(BIAS, abs=0.6)
+    assert np.all(np.abs(np.delete(offsets, BIASED_CLASS) - others) < 1.0)
+
+
+def test_unbiased_data_keeps_offsets_small():
+    probs, y = biased_classifier(bias=0.0)
+    offsets = fit_class_offsets(probs, y)
+    assert np.abs(offsets - np.median(offsets)).max() < 1.0
+
+
+def test_group_splits_keep_each_person_on_one_side():
+    groups = np.repeat(np.arange(40), 7)
+    splits = group_splits(groups, n_splits=5, seed=3)
+    assert len(splits) == 5
+    held_out = np.concatenate([held for _, held in splits])
+    assert sorted(held_out.tolist()) == list(range(len(groups)))  # every row scored exactly once
+    for fit_rows, held_rows in splits:
+        assert not set(groups[fit_rows]) & set(groups[held_rows])
+
+
+def test_group_splits_need_enough_persons():
+    with pytest.raises(MaskclsError, match="only 3 persons"):
+        group_splits(np.array([0, 0, 1, 2]), n_splits=5)
+
+
+def test_cross_fit_offsets_is_honest_and_consistent(monkeypatch):
+    probs, y = biased_classifier(n=1800)
+    groups = np.arange(len(y)) // 6
+    fitted_on = []
+    import maskcls.decision as decision
+
+    real_fit = decision.fit_class_offsets
+
+    def recording_fit(fit_probs, fit_y, **kwargs):
+        fitted_on.append(len(fit_y))
+        return real_fit(fit_probs, fit_y, **kwargs)
+
+    monkeypatch.setattr(decision, "fit_class_offsets", recording_fit)
+    result = cross_fit_offsets(probs, y, groups, n_splits=4, seed=0)
+    # Four fold fits on about 3/4 of the rows, then one on all rows for the returned offsets.
+    assert len(fitted_on) == 5 and fitted_on[-1] == len(y)
+    assert all(size < len(y) for size in fitted_on[:-1])
+    assert result["argmax_f1"] == pytest.approx(macro_f1(y, probs.argmax(axis=1)))
+    assert result["gain"] == pytest.approx(result["tuned_f1"] - result["argmax_f1"])
+    assert result["gain"] > 0.01  # the bias is real, so it carries to held-out persons
+    np.testing.assert_array_equal(result["offsets"], real_fit(probs, y))
+
+
+def test_cross_fit_tuned_f1_is_the_out_of_fold_score():
+    probs, y = biased_classifier(n=900, seed=4)
+    groups = np.arange(len(y)) // 9
+    result = cross_fit_offsets(probs, y, groups, n_splits=3, seed=1)
+    expected = np.empty_like(y)
+    for fit_rows, held_rows in group_splits(groups, 3, 1):
+        expected[held_rows] = apply_offsets(probs[held_rows], fit_class_offsets(probs[fit_rows], y[fit_rows]))
+    assert result["tuned_f1"] == pytest.approx(macro_f1(y, expected))
+
+
+def photo_probs(mask_marginal, gender_age_marginal):
+    return (np.asarray(mask_marginal)[:, None] * np.asarray(gender_age_marginal)[None, :]).ravel()
+
+
+def test_person_consistency_follows_the_confident_photo_and_keeps_masks():
+    confident = np.array([0.01, 0.01, 0.01, 0.02, 0.90, 0.05])  # female 30-59
+    unsure = np.array([0.22, 0.18, 0.15, 0.15, 0.15, 0.15])  # leans male <30
+    masks = [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9], [0.7, 0.2, 0.1]]
+    probs = np.stack([
+        photo_probs(masks[0], confident),
+        photo_probs(masks[1], unsure),
+        photo_probs(masks[2], unsure),
+        photo_probs(masks[3], unsure),
+        photo_probs([0.9, 0.05, 0.05], unsure),  # another person, alone
+    ])
+    groups = np.array(["a", "a", "a", "a", "b"])
+    assert len(set(decode(probs.argmax(axis=1))[2][:4].tolist())) > 1  # the photos disagree before
+
+    adjusted = person_consistency(probs, groups)
+    np.testing.assert_allclose(adjusted.sum(axis=1), 1.0)
+    labels = adjusted.argmax(axis=1)
+    mask, gender, age = decode(labels)
+    np.testing.assert_array_equal(labels[:4], encode(np.array([0, 1, 2, 0]), 1, 1))
+    assert mask.tolist() == [0, 1, 2, 0, 0]
+    # Each photo's own mask marginal is untouched.
+    np.testing.assert_allclose(adjusted.reshape(5, 3, 6).sum(axis=2)[:4], masks)
+    # All photos of person "a" now share one gender x age distribution.
+    gender_age = adjusted.reshape(5, 3, 6).sum(axis=1)
+    np.testing.assert_allclose(gender_age[:4], np.broadcast_to(gender_age[0], (4, 6)))
+    # A person with one photo is unchanged.
+    np.testing.assert_allclose(adjusted[4], probs[4])
+
+
+def test_information_weighting_beats_a_plain_mean():
+    confident = np.array([0.01, 0.01, 0.01, 0.02, 0.90, 0.05])
+    unsure = np.array([0.40, 0.12, 0.12, 0.12, 0.12, 0.12])
+    probs = np.stack([photo_probs([1, 0, 0], confident)] + [photo_probs([1, 0, 0], unsure)] * 5)
+    groups = np.zeros(6, dtype=int)
+    # The plain mean lets five unsure photos outvote the confident one; information weighting does not.
+    assert person_consistency(probs, groups, weighting="uniform").argmax(axis=1)[0] == encode(0, 0, 0)
+    assert person_consistency(probs, groups).argmax(axis=1)[0] == encode(0, 1, 1)
+
+
+def test_group_by_embedding_finds_persons():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 16))
+    person = np.repeat(np.arange(4), 7)
+    embeddings = centres[person] + 0.05 * rng.normal(size=(28, 16))
+    for found in (group_by_embedding(embeddings, n_groups=4), group_by_embedding(embeddings, threshold=0.3)):
+        # Same partition as the true persons, whatever the cluster numbers.
+        assert len(set(zip(found.tolist(), person.tolist()))) == 4
+        assert len(set(found.tolist())) == 4
+    with pytest.raises(MaskclsError, match="exactly one"):
+        group_by_embedding(embeddings)
