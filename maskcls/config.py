@@ -100,12 +100,25 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
+# The shipped presets live in the repository's configs/, beside the package.
+SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_path(path) -> Path:
+    """A file path as given, else a preset name: `demo` means configs/demo.yaml."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for folder in (Path("configs"), SHIPPED_CONFIGS):
+        if (folder / f"{path}.yaml").is_file():
+            return folder / f"{path}.yaml"
+    return path
+
+
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     if path:
-        path = Path(path)
-        if not path.is_file() and (Path("configs") / f"{path}.yaml").is_file():
-            path = Path("configs") / f"{path}.yaml"  # `--config demo` means configs/demo.yaml
+        path = resolve_config_path(path)
         if not path.is_file():
             raise MaskclsError(f"{path}: config not found; pass a YAML file such as configs/cpu-fast.yaml")
         try:

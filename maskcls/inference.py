@@ -78,15 +78,13 @@ def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: 
 
 @torch.no_grad()
 def embed_files(model, pre: Preprocess, files, batch_size: int = 64, num_workers: int = 2, amp: str = "bf16",
-                device=None, progress: bool = True, flip: bool = False) -> np.ndarray:
-    """(N,F) backbone features, optionally of the mirrored photos."""
+                device=None, progress: bool = True) -> np.ndarray:
+    """(N,F) backbone features."""
     device = device or next(model.parameters()).device
     model.eval()
     out = []
     for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device), desc="embed", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if flip:
-            x = torch.flip(x, dims=[3])
         with autocast(device, amp):
             out.append(model.forward_features(x).float().cpu())
     return torch.cat(out).numpy()

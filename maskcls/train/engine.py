@@ -92,17 +92,18 @@ def class_weights_for(labels: np.ndarray, layout, kind: str, device) -> dict:
     return weights
 
 
-def feature_cache_path(cfg: dict, pre: Preprocess, files, flip: bool) -> Path:
+def feature_cache_path(cfg: dict, pre: Preprocess, files) -> Path:
     """Features depend on the backbone, its weights, the preprocessing and the photos only."""
-    key = repr((cfg["model"]["backbone"], str(cfg["model"]["weights"]), pre.to_dict(), list(files), flip))
+    key = repr((cfg["model"]["backbone"], str(cfg["model"]["weights"]), pre.to_dict(), list(files)))
     return Path(cfg["out"]) / ".feature_cache" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
 
 
-def cached_features(model, pre, files, cfg, device, flip=False, progress=True) -> torch.Tensor:
-    path = feature_cache_path(cfg, pre, files, flip)
+def cached_features(model, pre, files, cfg, device, progress=True) -> torch.Tensor:
+    """Backbone features of every photo, computed once and shared by all runs and folds."""
+    path = feature_cache_path(cfg, pre, files)
     if path.exists():
         return torch.from_numpy(np.load(path))
-    features = embed_files(model, pre, files, 128, cfg["data"]["num_workers"], cfg["train"]["amp"], device, progress, flip)
+    features = embed_files(model, pre, files, 128, cfg["data"]["num_workers"], cfg["train"]["amp"], device, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, features)
@@ -162,8 +163,10 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
 
     if probe:
         # Embed once (cached across runs), then the head trains on features: seconds per epoch.
-        train_x = cached_features(model, pre, train_images["file"], cfg, device, progress=progress)
-        val_x = cached_features(model, pre, val_images["file"], cfg, device, progress=progress)
+        features = cached_features(model, pre, data.images["file"], cfg, device, progress)
+        row_of = {file: row for row, file in enumerate(data.images["file"])}
+        train_x = features[[row_of[f] for f in train_images["file"]]]
+        val_x = features[[row_of[f] for f in val_images["file"]]]
         steps_per_epoch = max(1, len(train_x) // batch_size)
         epochs = int(t_cfg["probe_epochs"])
     else:

@@ -1,0 +1,88 @@
+"""K-fold cross-validation by person, with out-of-fold probabilities for every training photo.
+
+    CV_DIR/cv.yaml            the config every fold shares
+    CV_DIR/fold{k}/           an ordinary run folder (resumable on its own)
+    CV_DIR/fold{k}/done.json  written when fold k has finished
+    CV_DIR/oof_probs.npy      (N,18) out-of-fold probabilities, rows as in oof_images.csv
+    CV_DIR/oof_images.csv     every training photo exactly once, with its fold
+    CV_DIR/summary.json       per-fold and OOF macro-F1 (mean +- std)
+
+An interrupted CV continues at the fold level: finished folds are skipped, a fold with a
+last.pt is resumed, a fold that never finished an epoch restarts.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import dump_config, load_config
+from .errors import MaskclsError
+from .metrics import score
+from .train import train
+from .train.run import atomic_write_text, new_run_dir
+
+
+def run_cv(cfg: dict | None = None, folds: int = 5, resume=None, progress: bool = True) -> dict:
+    if resume:
+        cv_dir = Path(resume)
+        if not (cv_dir / "cv.yaml").is_file():
+            raise MaskclsError(f"{cv_dir}: no cv.yaml here; pass the folder a previous `maskcls cv` created")
+        cfg = load_config(cv_dir / "cv.yaml")
+        folds = int(cfg["data"]["folds"])
+    else:
+        cfg = copy.deepcopy(cfg)
+        cfg["data"]["folds"] = folds
+        cv_dir = new_run_dir(cfg["out"], cfg.get("name"), f"cv{folds}-{cfg['model']['backbone']}")
+        atomic_write_text(cv_dir / "cv.yaml", dump_config(cfg))
+    for fold in range(folds):
+        fold_dir = cv_dir / f"fold{fold}"
+        if (fold_dir / "done.json").is_file():
+            continue
+        if (fold_dir / "last.pt").is_file():
+            result = train(resume=fold_dir, progress=progress)
+        else:
+            if fold_dir.exists():
+                shutil.rmtree(fold_dir)  # started but never finished an epoch: nothing to keep
+            fold_cfg = copy.deepcopy(cfg)
+            fold_cfg["data"]["fold"], fold_cfg["out"], fold_cfg["name"] = fold, str(cv_dir), f"fold{fold}"
+            if progress:
+                print(f"== fold {fold + 1}/{folds}", flush=True)
+            result = train(fold_cfg, progress=progress)
+        atomic_write_text(fold_dir / "done.json", json.dumps(result, indent=2) + "\n")
+    return collect_oof(cv_dir, folds)
+
+
+def collect_oof(cv_dir: Path, folds: int) -> dict:
+    """Gather the folds' best-epoch validation probabilities into one OOF table and summary."""
+    tables, probs, fold_scores = [], [], []
+    for fold in range(folds):
+        fold_dir = cv_dir / f"fold{fold}"
+        images = pd.read_csv(fold_dir / "val_images.csv", dtype={"id": str})
+        fold_probs = np.load(fold_dir / "val_probs.npy")
+        tables.append(images.assign(fold=fold))
+        probs.append(fold_probs)
+        fold_scores.append(score(images["label"].to_numpy(), fold_probs.argmax(1)))
+    oof_images = pd.concat(tables, ignore_index=True)
+    oof_probs = np.concatenate(probs)
+    if oof_images["file"].duplicated().any():
+        raise MaskclsError(f"{cv_dir}: a photo is in more than one fold's validation set; the folds were not made from one split")
+    order = np.argsort(oof_images["file"].to_numpy(), kind="stable")
+    oof_images, oof_probs = oof_images.iloc[order].reset_index(drop=True), oof_probs[order]
+    oof_images.to_csv(cv_dir / "oof_images.csv", index=False)
+    np.save(cv_dir / "oof_probs.npy", oof_probs)
+    fold_f1 = [s["macro_f1"] for s in fold_scores]
+    summary = {
+        "folds": folds,
+        "fold_macro_f1": fold_f1,
+        "macro_f1_mean": float(np.mean(fold_f1)),
+        "macro_f1_std": float(np.std(fold_f1)),
+        "oof": score(oof_images["label"].to_numpy(), oof_probs.argmax(1)),
+        "n_images": len(oof_images),
+    }
+    atomic_write_text(cv_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return {"cv_dir": str(cv_dir), **summary}

@@ -1,0 +1,129 @@
+"""Turn trained runs into a submission: info.csv with `ans` filled, same rows, same order.
+
+A member is a run folder (its best.pt), a checkpoint file, or a cross-validation folder (all
+its folds). Members are soft-voted (weights optional) or hard-voted; per-class offsets fitted
+for macro-F1 are applied when given. Probabilities and a metadata file (members, TTA,
+preprocessing) are written beside the submission for later ensembling.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data.layout import EVAL_COLUMNS, load_eval
+from .data.transforms import Preprocess
+from .decision import apply_offsets
+from .ensemble import hard_vote, soft_vote
+from .errors import MaskclsError
+from .inference import pick_device, predict_probs
+from .labels import NUM_CLASSES
+from .models import build_model
+from .train.run import load_checkpoint
+
+
+def checkpoints_of(member) -> list[Path]:
+    """The best.pt files a member stands for: a checkpoint, a run folder or a CV folder."""
+    member = Path(member)
+    if member.is_file():
+        return [member]
+    if (member / "best.pt").is_file():
+        return [member / "best.pt"]
+    folds = sorted(member.glob("fold*/best.pt"))
+    if folds:
+        return folds
+    raise MaskclsError(f"{member}: no best.pt here or in fold*/; pass a run folder, a CV folder or a checkpoint file")
+
+
+def load_model(checkpoint_path, device=None):
+    """Rebuild a model from its checkpoint alone: architecture, weights and preprocessing."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    model_cfg = {**checkpoint["config"]["model"], "weights": "none"}  # the checkpoint carries the weights
+    model, _ = build_model(model_cfg)
+    model.load_state_dict(checkpoint["model"])
+    model.to(device or pick_device()).eval()
+    return model, Preprocess.from_dict(checkpoint["preprocess"]), checkpoint
+
+
+def member_probs(member, files, tta="none", batch_size=64, num_workers=2, progress=True) -> tuple[np.ndarray, list[dict]]:
+    """Mean (N,18) probabilities over a member's checkpoints (the folds of a CV folder), and
+    the preprocessing each checkpoint used."""
+    probs, preprocessing = [], []
+    for checkpoint_path in checkpoints_of(member):
+        model, pre, checkpoint = load_model(checkpoint_path)
+        amp = checkpoint["config"]["train"]["amp"]
+        probs.append(predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress, desc=f"predict {checkpoint_path.parent.name}"))
+        preprocessing.append(pre.to_dict())
+    return np.mean(probs, axis=0), preprocessing
+
+
+def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None, offsets=None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) from the members' probabilities."""
+    if method not in ("soft", "hard"):
+        raise MaskclsError(f"method={method!r}: choose soft or hard")
+    probs = soft_vote(members_probs, weights)
+    if method == "hard":
+        return hard_vote(members_probs), probs
+    return (apply_offsets(probs, offsets) if offsets is not None else probs.argmax(1)), probs
+
+
+def write_submission(info: pd.DataFrame, labels: np.ndarray, out_csv) -> Path:
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    submission = info[EVAL_COLUMNS].copy()
+    submission["ans"] = np.asarray(labels, dtype=np.int64)
+    tmp = out_csv.with_name(out_csv.name + ".tmp")
+    submission.to_csv(tmp, index=False)
+    tmp.replace(out_csv)
+    return out_csv
+
+
+def predict(members, data, out_csv, tta="none", method="soft", weights=None, offsets=None, batch_size=64,
+            num_workers=2, progress=True) -> dict:
+    """Predict the eval set in `data` with the members; write the submission, probs and metadata."""
+    evaluation = load_eval(data)
+    results = [member_probs(m, evaluation.files, tta, batch_size, num_workers, progress) for m in members]
+    labels, probs = combine([probs for probs, _ in results], method, weights, offsets)
+    out_csv = write_submission(evaluation.info, labels, out_csv)
+    stem = out_csv.with_suffix("")
+    np.save(f"{stem}.probs.npy", probs.astype(np.float32))
+    meta = {
+        "members": [str(m) for m in members], "tta": tta, "method": method,
+        "weights": None if weights is None else list(map(float, weights)),
+        "offsets": None if offsets is None else list(map(float, offsets)),
+        "preprocess": [pre for _, preprocessing in results for pre in preprocessing],
+        "rows": len(labels), "info": str(evaluation.root / "info.csv"),
+    }
+    Path(f"{stem}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    check_submission(out_csv, evaluation.root / "info.csv")
+    return {"submission": str(out_csv), "probs": f"{stem}.probs.npy", "meta": f"{stem}.meta.json", "counts": np.bincount(labels, minlength=NUM_CLASSES).tolist()}
+
+
+def check_submission(submission_csv, info_csv) -> str:
+    """Row count, ID set and order equal to info.csv, integer classes 0-17, no NaN. One-line errors."""
+    submission_csv, info_csv = Path(submission_csv), Path(info_csv)
+    for path in (submission_csv, info_csv):
+        if not path.is_file():
+            raise MaskclsError(f"{path}: not found")
+    submission = pd.read_csv(submission_csv, dtype=str, keep_default_na=True)
+    info = pd.read_csv(info_csv, dtype=str)
+    if list(submission.columns) != EVAL_COLUMNS:
+        raise MaskclsError(f"{submission_csv}: columns are {','.join(map(str, submission.columns))}; the header must be ImageID,ans")
+    if len(submission) != len(info):
+        raise MaskclsError(f"{submission_csv}: {len(submission)} rows, but {info_csv} has {len(info)}; predict every image of info.csv")
+    if set(submission["ImageID"]) != set(info["ImageID"]):
+        missing = sorted(set(info["ImageID"]) - set(submission["ImageID"]))
+        raise MaskclsError(f"{submission_csv}: ImageIDs differ from {info_csv} ({len(missing)} missing, e.g. {missing[:1]}); predict exactly info.csv's images")
+    moved = np.flatnonzero(submission["ImageID"].to_numpy() != info["ImageID"].to_numpy())
+    if len(moved):
+        raise MaskclsError(f"{submission_csv}: rows are not in info.csv's order (first at line {moved[0] + 2}); keep info.csv's order")
+    empty = np.flatnonzero(submission["ans"].isna().to_numpy())
+    if len(empty):
+        raise MaskclsError(f"{submission_csv}: line {empty[0] + 2}: ans is empty (NaN); every image needs a class 0-17")
+    is_integer = submission["ans"].str.fullmatch(r"\d+").fillna(False).astype(bool).to_numpy()
+    bad = np.flatnonzero(~is_integer | (pd.to_numeric(submission["ans"], errors="coerce").fillna(-1).to_numpy() > NUM_CLASSES - 1))
+    if len(bad):
+        raise MaskclsError(f"{submission_csv}: line {bad[0] + 2}: ans {submission['ans'].iloc[bad[0]]!r} is not an integer class 0-17")
+    return f"{submission_csv}: OK, {len(submission)} rows in info.csv order, classes 0-17"
