@@ -40,11 +40,17 @@ def ordinal_bce(logits, age_target, class_weights=None):
 
 
 def soft_macro_f1_loss(probs18, target18, eps=1e-7):
-    """1 - soft macro-F1 over the batch (differentiable counts of TP/FP/FN)."""
+    """1 - soft macro-F1 over the batch (differentiable counts of TP/FP/FN).
+
+    Classes neither in the batch's targets nor predicted at all have no F1 to learn from, and
+    are left out of the mean rather than counted as zeros.
+    """
     tp = (probs18 * target18).sum(0)
     fp = (probs18 * (1 - target18)).sum(0)
     fn = ((1 - probs18) * target18).sum(0)
-    f1 = 2 * tp / (2 * tp + fp + fn + eps)
+    denominator = 2 * tp + fp + fn
+    seen = denominator > eps
+    f1 = 2 * tp[seen] / denominator[seen]
     return 1 - f1.mean()
 
 

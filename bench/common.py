@@ -1,0 +1,25 @@
+"""Shared by the benchmarks: where the stand-in data is, and building it when missing.
+
+The stand-in (real UTKFace faces with warped masks) comes from ../shared/standin/build.py; it is
+written outside the repository's tracked files and never committed.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STANDIN = Path(os.environ.get("MASKCLS_STANDIN", REPO / "data" / "standin"))
+BUILDER = REPO.parent / "shared" / "standin" / "build.py"
+
+
+def standin(path=None) -> Path:
+    path = Path(path or DEFAULT_STANDIN)
+    if not (path / "train" / "train.csv").exists() or not (path / "eval" / "truth.csv").exists():
+        if not BUILDER.exists():
+            sys.exit(f"bench: no stand-in data at {path} and no builder at {BUILDER}; pass --data DIR or set MASKCLS_STANDIN")
+        print(f"building the stand-in data into {path} (about 4 minutes) ...", flush=True)
+        subprocess.run([sys.executable, str(BUILDER), "--out", str(path)], check=True)
+    return path
