@@ -81,8 +81,19 @@ def deep_merge(base: dict, update: dict, where: str = "") -> dict:
                 raise MaskclsError(f"config key {dotted!r} is a section; set its fields, e.g. {dotted}.{next(iter(merged[key]))}=...")
             merged[key] = deep_merge(merged[key], value, dotted + ".")
         else:
-            merged[key] = value
+            merged[key] = coerce_number(merged[key], value, dotted)
     return merged
+
+
+def coerce_number(default, value, dotted: str):
+    """YAML reads `1e-3` (no dot) as a string; a numeric setting takes it as the number it means."""
+    if not isinstance(value, str) or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise MaskclsError(f"config key {dotted!r}: {value!r} is not a number") from None
+    return int(number) if isinstance(default, int) and number.is_integer() else number
 
 
 def parse_overrides(overrides: list[str]) -> dict:

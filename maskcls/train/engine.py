@@ -135,8 +135,11 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     """Train one run (or continue `resume`); return {'run_dir', 'best_macro_f1', 'best_epoch', ...}."""
     if resume:
         run_dir = Path(resume)
-        checkpoint = load_checkpoint(run_dir / "last.pt")
+        if not (run_dir / "config.yaml").is_file():
+            raise MaskclsError(f"{run_dir}: no config.yaml here; --resume takes a run folder that `maskcls train` created")
         cfg = load_config(run_dir / "config.yaml")
+        # A run killed before its first checkpoint has nothing to restore: it starts over in place.
+        checkpoint = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
     else:
         checkpoint = None
         run_dir = new_run_dir(cfg["out"], cfg.get("name"), cfg["model"]["backbone"])
@@ -197,7 +200,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         set_rng_state(checkpoint["rng"])
         start_epoch, best_f1, best_epoch, stale_epochs = checkpoint["epoch"] + 1, checkpoint["best_f1"], checkpoint["best_epoch"], checkpoint["stale_epochs"]
         log.info("resuming %s at epoch %d", run_dir, start_epoch)
-    metrics_log = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch)
+    metrics_log = MetricsLog(run_dir / "metrics.csv", checkpoint["history"] if checkpoint else [])
     tracker = Tracker(run_dir, cfg["tracking"], cfg)
     meta = {"config": cfg, "preprocess": pre.to_dict(), "layout": model.layout, "age_cuts": list(cfg["data"]["age_cuts"])}
 
@@ -291,7 +294,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         save_checkpoint({
             **weights, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(),
-            "best_f1": best_f1, "best_epoch": best_epoch, "stale_epochs": stale_epochs,
+            "best_f1": best_f1, "best_epoch": best_epoch, "stale_epochs": stale_epochs, "history": metrics_log.rows,
         }, run_dir / "last.pt")
         if progress:
             print(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  val macro-F1 {val['macro_f1']:.4f}  "

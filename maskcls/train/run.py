@@ -77,14 +77,15 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class MetricsLog:
-    """metrics.csv, one row per epoch; on resume, rows after the restored epoch are dropped."""
+    """metrics.csv, one row per epoch, rewritten whole (atomically) after each epoch.
 
-    def __init__(self, path: Path, keep_epochs: int | None = None):
+    The rows also travel inside last.pt, so a resumed run restores exactly the rows of the
+    epochs its checkpoint holds, whichever of the two files a kill interrupted.
+    """
+
+    def __init__(self, path: Path, rows: list[dict] | None = None):
         self.path = path
-        self.rows = []
-        if keep_epochs is not None and path.exists():
-            with open(path, newline="") as handle:
-                self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < keep_epochs]
+        self.rows = list(rows or [])
         self._write()
 
     def append(self, row: dict) -> None:
