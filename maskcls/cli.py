@@ -61,13 +61,15 @@ def cmd_predict(args):
     from .ensemble_spec import read_ensemble
     from .predict import predict
 
-    members, method, weights, offsets = args.members, args.method, None, None
+    members, method, weights, offsets, by_person = args.members, args.method, None, None, args.by_person
     if args.ensemble:
         spec = read_ensemble(args.ensemble)
         members, method, weights, offsets = spec["members"], spec["method"], spec["weights"], spec["offsets"]
+        by_person = by_person or spec.get("by_person", False)
     if not members:
         raise MaskclsError("predict: name at least one run folder, CV folder or checkpoint, or --ensemble FILE")
-    result = predict(members, args.data, args.out, args.tta, method, weights, offsets, args.batch_size, progress=not args.quiet)
+    result = predict(members, args.data, args.out, args.tta, method, weights, offsets, args.batch_size, progress=not args.quiet,
+                     by_person=by_person)
     print(f"submission {result['submission']} (checked); probabilities {result['probs']}; metadata {result['meta']}")
 
 
@@ -146,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--tta", default="none", choices=["none", "hflip", "multiscale"])
     command.add_argument("--method", default="soft", choices=["soft", "hard"])
     command.add_argument("--ensemble", help="ensemble.json written by `maskcls ensemble`")
+    command.add_argument("--by-person", action="store_true",
+                         help="group the eval photos into persons (7 each) and make each person's photos agree on gender and age")
     command.add_argument("--batch-size", type=int, default=64)
 
     command = add("check-submission", cmd_check_submission, "verify a submission against info.csv")

@@ -4,6 +4,10 @@ A member is a run folder (its best.pt), a checkpoint file, or a cross-validation
 its folds). Members are soft-voted (weights optional) or hard-voted; per-class offsets fitted
 for macro-F1 are applied when given. Probabilities and a metadata file (members, TTA,
 preprocessing) are written beside the submission for later ensembling.
+
+Person consistency (optional): the eval photos are grouped into persons by clustering the
+first member's backbone features into N/7 groups (each person has 7 photos), and each
+person's photos then share one gender x age distribution (`decision.person_consistency`).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import pandas as pd
 
 from .data.layout import EVAL_COLUMNS, load_eval
 from .data.transforms import Preprocess
-from .decision import apply_offsets
+from .decision import apply_offsets, group_by_embedding, person_consistency
 from .ensemble import hard_vote, soft_vote
 from .errors import MaskclsError
 from .inference import pick_device, predict_probs
@@ -49,22 +53,36 @@ def load_model(checkpoint_path, device=None):
     return model, pre, checkpoint
 
 
-def member_probs(member, files, tta="none", batch_size=64, num_workers=2, progress=True) -> tuple[np.ndarray, list[dict]]:
-    """Mean (N,18) probabilities over a member's checkpoints (the folds of a CV folder), and
-    the preprocessing each checkpoint used."""
-    probs, preprocessing = [], []
+def member_probs(member, files, tta="none", batch_size=64, num_workers=2, progress=True):
+    """Mean (N,18) probabilities over a member's checkpoints (the folds of a CV folder), the
+    first checkpoint's features, and the preprocessing each checkpoint used."""
+    probs, preprocessing, features = [], [], None
     for checkpoint_path in checkpoints_of(member):
         model, pre, checkpoint = load_model(checkpoint_path)
         amp = checkpoint["config"]["train"]["amp"]
-        probs.append(predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress, desc=f"predict {checkpoint_path.parent.name}"))
+        checkpoint_probs, checkpoint_features = predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress,
+                                                              desc=f"predict {checkpoint_path.parent.name}", return_features=True)
+        probs.append(checkpoint_probs)
+        features = checkpoint_features if features is None else features
         preprocessing.append(pre.to_dict())
-    return np.mean(probs, axis=0), preprocessing
+    return np.mean(probs, axis=0), features, preprocessing
 
 
-def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None, offsets=None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) from the members' probabilities."""
+PHOTOS_PER_PERSON = 7
+
+
+def person_groups(features: np.ndarray) -> np.ndarray:
+    """Person ids for eval photos: N/7 clusters of the backbone features."""
+    return group_by_embedding(features, n_groups=max(1, round(len(features) / PHOTOS_PER_PERSON)))
+
+
+def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None, offsets=None, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) from the members' probabilities; `groups` (person ids) make each
+    person's photos agree on gender and age."""
     if method not in ("soft", "hard"):
         raise MaskclsError(f"method={method!r}: choose soft or hard")
+    if groups is not None:
+        members_probs = [person_consistency(p, groups) for p in members_probs]
     probs = soft_vote(members_probs, weights)
     if method == "hard":
         return hard_vote(members_probs), probs
@@ -83,11 +101,12 @@ def write_submission(info: pd.DataFrame, labels: np.ndarray, out_csv) -> Path:
 
 
 def predict(members, data, out_csv, tta="none", method="soft", weights=None, offsets=None, batch_size=64,
-            num_workers=2, progress=True) -> dict:
+            num_workers=2, progress=True, by_person: bool = False) -> dict:
     """Predict the eval set in `data` with the members; write the submission, probs and metadata."""
     evaluation = load_eval(data)
     results = [member_probs(m, evaluation.files, tta, batch_size, num_workers, progress) for m in members]
-    labels, probs = combine([probs for probs, _ in results], method, weights, offsets)
+    groups = person_groups(results[0][1]) if by_person else None
+    labels, probs = combine([probs for probs, _, _ in results], method, weights, offsets, groups)
     out_csv = write_submission(evaluation.info, labels, out_csv)
     stem = out_csv.with_suffix("")
     np.save(f"{stem}.probs.npy", probs.astype(np.float32))
@@ -95,10 +114,13 @@ def predict(members, data, out_csv, tta="none", method="soft", weights=None, off
         "members": [str(m) for m in members], "tta": tta, "method": method,
         "weights": None if weights is None else list(map(float, weights)),
         "offsets": None if offsets is None else list(map(float, offsets)),
-        "preprocess": [pre for _, preprocessing in results for pre in preprocessing],
+        "preprocess": [pre for _, _, preprocessing in results for pre in preprocessing],
+        "by_person": by_person,
         "rows": len(labels), "info": str(evaluation.root / "info.csv"),
     }
     Path(f"{stem}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if groups is not None:
+        np.save(f"{stem}.groups.npy", groups)
     check_submission(out_csv, evaluation.root / "info.csv")
     return {"submission": str(out_csv), "probs": f"{stem}.probs.npy", "meta": f"{stem}.meta.json", "counts": np.bincount(labels, minlength=NUM_CLASSES).tolist()}
 

@@ -1,0 +1,150 @@
+"""Prediction, submission checking, TTA, cross-validation with OOF, and ensembles."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from maskcls.cv import run_cv
+from maskcls.data.dataset import PhotoDataset
+from maskcls.data.layout import load_train
+from maskcls.ensemble_spec import build_ensemble
+from maskcls.errors import MaskclsError
+from maskcls.inference import tta_views
+from maskcls.predict import check_submission, load_model, predict
+from maskcls.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_root, tmp_path_factory):
+    """A run trained on non-square input (height 48, width 40)."""
+    out = tmp_path_factory.mktemp("runs")
+    return train(tiny_config(demo_root, out, "name=tiny", "preprocess.size=[48,40]"), progress=False)["run_dir"]
+
+
+@pytest.fixture(scope="module")
+def cv_dir(demo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv")
+    return run_cv(tiny_config(demo_root, out, "name=cv", "train.epochs=1"), folds=3, progress=False)["cv_dir"]
+
+
+def test_submission_keeps_info_rows_and_order(trained_run, demo_root, tmp_path):
+    result = predict([trained_run], demo_root / "eval", tmp_path / "sub.csv", tta="hflip", progress=False)
+    info = pd.read_csv(demo_root / "eval" / "info.csv", dtype=str)
+    submission = pd.read_csv(tmp_path / "sub.csv", dtype={"ImageID": str})
+    assert submission["ImageID"].tolist() == info["ImageID"].tolist()
+    assert submission["ans"].between(0, 17).all()
+    probs = np.load(result["probs"])
+    assert probs.shape == (len(info), 18) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert (probs.argmax(1) == submission["ans"].to_numpy()).all()
+    meta = json.loads((tmp_path / "sub.meta.json").read_text())
+    assert meta["tta"] == "hflip" and meta["preprocess"][0]["height"] == 48 and meta["preprocess"][0]["width"] == 40
+
+
+def test_preprocessing_comes_from_the_run_and_keeps_height_first(trained_run, demo_root):
+    model, pre, checkpoint = load_model(f"{trained_run}/best.pt")
+    assert (pre.height, pre.width) == (48, 40)
+    files = load_train(demo_root).images["file"][:2]
+    eval_view = PhotoDataset(files, None, pre)[0][0]
+    train_view = PhotoDataset(files, [0, 0], pre, augment="medium")[0][0]
+    assert eval_view.shape == train_view.shape == (3, 48, 40)
+
+
+def test_tta_views():
+    x = torch.arange(2 * 3 * 8 * 6, dtype=torch.float32).reshape(2, 3, 8, 6)
+    assert len(tta_views(x, "none")) == 1
+    flipped = tta_views(x, "hflip")
+    assert len(flipped) == 2 and torch.equal(flipped[1][..., 0], x[..., -1])
+    scaled = tta_views(x, "multiscale")
+    assert len(scaled) == 4 and all(v.shape == x.shape for v in scaled)
+    with pytest.raises(MaskclsError, match="tta='rotate'"):
+        tta_views(x, "rotate")
+
+
+def test_person_grouped_prediction_shares_gender_and_age(trained_run, demo_root, tmp_path):
+    predict([trained_run], demo_root / "eval", tmp_path / "sub.csv", by_person=True, progress=False)
+    groups = np.load(tmp_path / "sub.groups.npy")
+    labels = pd.read_csv(tmp_path / "sub.csv")["ans"].to_numpy()
+    assert len(np.unique(groups)) == round(len(labels) / 7)
+    for group in np.unique(groups):
+        assert len(set(labels[groups == group] % 6)) == 1  # one gender x age per person
+
+
+def _write(path, frame):
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.rename(columns={"ans": "label"}), r"columns are ImageID,label; the header must be ImageID,ans"),
+    (lambda s: s.iloc[:-1], r"rows, but .*info.csv has"),
+    (lambda s: s.assign(ImageID=s["ImageID"].where(s.index != 0, "other.jpg")), r"ImageIDs differ from .*\(1 missing"),
+    (lambda s: s.iloc[::-1], r"rows are not in info.csv's order \(first at line 2\)"),
+    (lambda s: s.assign(ans=s["ans"].astype(object).where(s.index != 3, None)), r"line 5: ans is empty \(NaN\)"),
+    (lambda s: s.assign(ans=s["ans"].astype(str).where(s.index != 2, "3.5")), r"line 4: ans '3.5' is not an integer class 0-17"),
+    (lambda s: s.assign(ans=s["ans"].where(s.index != 1, 18)), r"line 3: ans '18' is not an integer class 0-17"),
+])
+def test_check_submission_rejects(demo_root, tmp_path, edit, message):
+    info = demo_root / "eval" / "info.csv"
+    good = pd.read_csv(info, dtype={"ImageID": str}).assign(ans=5)
+    assert "OK" in check_submission(_write(tmp_path / "good.csv", good), info)
+    with pytest.raises(MaskclsError, match=message):
+        check_submission(_write(tmp_path / "bad.csv", edit(good)), info)
+
+
+def test_check_submission_cli(demo_root, tmp_path):
+    info = demo_root / "eval" / "info.csv"
+    bad = _write(tmp_path / "bad.csv", pd.read_csv(info, dtype={"ImageID": str}).assign(ans=40))
+    result = subprocess.run([sys.executable, "-m", "maskcls", "check-submission", str(bad), "--info", str(info)], capture_output=True, text=True)
+    assert result.returncode == 2 and "is not an integer class 0-17" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_oof_covers_every_training_photo_exactly_once(cv_dir, demo_root):
+    images = pd.read_csv(f"{cv_dir}/oof_images.csv", dtype={"id": str})
+    probs = np.load(f"{cv_dir}/oof_probs.npy")
+    every = load_train(demo_root).images
+    assert len(images) == len(every) == len(probs)
+    assert sorted(images["file"]) == sorted(every["file"])
+    for fold in range(3):  # a person's photos are held out together, in one fold
+        assert not set(images.loc[images["fold"] == fold, "path"]) & set(images.loc[images["fold"] != fold, "path"])
+    summary = json.loads(open(f"{cv_dir}/summary.json").read())
+    assert len(summary["fold_macro_f1"]) == 3
+    assert summary["macro_f1_mean"] == pytest.approx(np.mean(summary["fold_macro_f1"]))
+    assert summary["macro_f1_std"] == pytest.approx(np.std(summary["fold_macro_f1"]))
+
+
+def test_cv_resumes_at_fold_level(cv_dir):
+    from pathlib import Path
+    import shutil
+
+    cv_dir = Path(cv_dir)
+    kept = (cv_dir / "fold0" / "best.pt").stat().st_mtime_ns
+    shutil.rmtree(cv_dir / "fold2")  # as if interrupted before fold 2's first epoch ended
+    (cv_dir / "fold1" / "done.json").unlink()  # fold 1 finished training but was not marked done
+    result = run_cv(resume=cv_dir, progress=False)
+    assert (cv_dir / "fold0" / "best.pt").stat().st_mtime_ns == kept
+    assert (cv_dir / "fold2" / "done.json").is_file() and result["n_images"] == len(np.load(cv_dir / "oof_probs.npy"))
+
+
+def test_ensemble_fits_on_oof_and_predict_applies_it(cv_dir, trained_run, demo_root, tmp_path):
+    spec = build_ensemble([cv_dir, cv_dir], tmp_path / "ens", fit_weights=True, tune_offsets=True)
+    assert spec["weights"] is not None and sum(spec["weights"]) == pytest.approx(1.0)
+    assert len(spec["offsets"]) == 18
+    assert {"argmax_macro_f1", "offsets_crossfit_macro_f1", "offsets_gain"} <= set(spec["oof"])
+    result = subprocess.run([sys.executable, "-m", "maskcls", "-q", "predict", "--ensemble", str(tmp_path / "ens" / "ensemble.json"),
+                             "--data", str(demo_root / "eval"), "--out", str(tmp_path / "ens_sub.csv")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in check_submission(tmp_path / "ens_sub.csv", demo_root / "eval" / "info.csv")
+    with pytest.raises(MaskclsError, match="held-out photos differ"):
+        build_ensemble([cv_dir, trained_run], tmp_path / "ens2", fit_weights=True)
+
+
+def test_hard_vote_members(trained_run, cv_dir, demo_root, tmp_path):
+    result = predict([trained_run, cv_dir], demo_root / "eval", tmp_path / "hard.csv", method="hard", progress=False)
+    assert "OK" in check_submission(result["submission"], demo_root / "eval" / "info.csv")
+    with pytest.raises(MaskclsError, match="no best.pt here or in fold"):
+        predict([tmp_path], demo_root / "eval", tmp_path / "x.csv", progress=False)
