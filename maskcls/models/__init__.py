@@ -32,6 +32,10 @@ class FaceAttributeFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
 
+    def __deepcopy__(self, memo):
+        # Frozen and parameter-free: copies of the model (EMA) share the ONNX sessions, which can't be copied.
+        return self
+
     @torch.no_grad()
     def forward(self, x):
         rgb = ((x.float() * self.std + self.mean).clamp(0, 1) * 255).round().to(torch.uint8)

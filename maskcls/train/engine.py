@@ -186,7 +186,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     if float(t_cfg["ema"]) > 0:
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=float(t_cfg["ema"]))
+        ema = ModelEmaV3(model, decay=float(t_cfg["ema"]), use_warmup=True)  # short runs: decay ramps up
 
     start_epoch, best_f1, best_epoch, stale_epochs = 0, -1.0, -1, 0
     if checkpoint:
