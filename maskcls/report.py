@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
+from .data.layout import read_csv_checked
 from .errors import MaskclsError
 from .labels import AGE_NAMES, NUM_CLASSES, class_name, decode
 from .metrics import confusion, score
@@ -238,18 +239,7 @@ def write_report(y_true, y_pred, out_dir, probs=None, groups=None, thumbnails=No
 
 def _read_id_table(path: Path, columns: tuple[str, ...], role: str) -> pd.DataFrame:
     """A CSV keyed by unique ImageID, with `columns` present; one-line errors otherwise."""
-    if not path.is_file():
-        raise MaskclsError(f"{path}: {role} not found; check the path")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MaskclsError(f"{path}: cannot be read as CSV ({exc}); expected columns {','.join(columns)}") from None
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise MaskclsError(
-            f"{path}: missing column(s) {','.join(missing)}; the header must be {','.join(columns)} "
-            f"(found {','.join(map(str, table.columns))})"
-        )
+    table = read_csv_checked(path, list(columns), f"the {role} is missing; check the path")
     repeated = table["ImageID"][table["ImageID"].duplicated()]
     if len(repeated):
         raise MaskclsError(f"{path}: {len(repeated)} repeated ImageID(s), e.g. {repeated.iloc[0]!r}; list each image once")

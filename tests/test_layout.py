@@ -72,17 +72,21 @@ def test_person_with_missing_photos(demo_copy):
         load_train(demo_copy)
 
 
+def _photo(root, row, photo):
+    """The file of one photo of the person on train.csv's `row`."""
+    folder = root / "train" / "images" / pd.read_csv(_csv(root), dtype=str)["path"][row]
+    return next(folder.glob(f"{photo}.*"))
+
+
 def test_zero_byte_image(demo_copy):
-    folder = demo_copy / "train" / "images" / pd.read_csv(_csv(demo_copy), dtype=str)["path"][1]
-    target = next(folder.glob("mask3.*"))
+    target = _photo(demo_copy, 1, "mask3")
     target.write_bytes(b"")
     with pytest.raises(MaskclsError, match=rf"{target.name}: zero-byte image"):
         load_train(demo_copy)
 
 
 def test_corrupt_image_found_by_check(demo_copy):
-    folder = demo_copy / "train" / "images" / pd.read_csv(_csv(demo_copy), dtype=str)["path"][1]
-    target = next(folder.glob("mask2.*"))
+    target = _photo(demo_copy, 1, "mask2")
     target.write_bytes(b"not an image at all")
     load_train(demo_copy)  # cheap load does not decode
     with pytest.raises(MaskclsError, match=rf"{target.name}: cannot be decoded as an image"):

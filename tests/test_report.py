@@ -128,7 +128,7 @@ def test_evaluate_files_errors(tmp_path):
     truth_csv = write_csv(tmp_path / "truth.csv", [("a.jpg", 0), ("b.jpg", 1), ("c.jpg", 2)])
     out = tmp_path / "out"
 
-    with pytest.raises(MaskclsError, match=r"nope\.csv: submission CSV not found"):
+    with pytest.raises(MaskclsError, match=r"nope\.csv: not found; the submission CSV is missing"):
         evaluate_files(tmp_path / "nope.csv", truth_csv, out)
 
     wrong_columns = tmp_path / "wrong_columns.csv"

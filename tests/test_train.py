@@ -197,3 +197,24 @@ def test_numbers_in_exponent_form_are_numbers():
     assert cfg["train"]["lr"] == pytest.approx(0.001) and cfg["train"]["epochs"] == 4
     with pytest.raises(MaskclsError, match=r"config key 'train.lr': 'fast' is not a number"):
         load_config(None, ["train.lr=fast"])
+
+
+def test_early_stopping_after_patience_epochs_without_gain(tiny_cfg, monkeypatch):
+    import maskcls.train.engine as engine
+
+    flat_score = {"macro_f1": 0.3, "accuracy": 0.5, **{f"{h}_{m}": 0.5 for h in ("mask", "gender", "age") for m in ("f1", "acc")}}
+    monkeypatch.setattr(engine, "evaluate_probs", lambda probs, labels: dict(flat_score))
+    result = train(tiny_cfg("name=early", "train.epochs=6", "train.early_stop=2"), progress=False)
+    assert result["epochs_run"] == 3 and result["best_epoch"] == 0
+
+
+def test_train_cli_with_config_file_and_overrides(demo_root, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model:\n  backbone: resnet10t\n  weights: none\npreprocess:\n  size: 48\ntrain:\n  epochs: 1\n  batch_size: 16\ntracking: []\n")
+    result = subprocess.run([sys.executable, "-m", "maskcls", "-q", "train", "--config", str(config), f"data.root={demo_root}",
+                             f"out={tmp_path / 'runs'}", "name=cli", "train.lr=1e-3", "data.num_workers=0"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    saved = load_config(tmp_path / "runs" / "cli" / "config.yaml")
+    assert saved["train"]["lr"] == pytest.approx(1e-3) and saved["model"]["backbone"] == "resnet10t"
+    bad = subprocess.run([sys.executable, "-m", "maskcls", "train", "--config", str(config), "train.lr"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "maskcls: error: override 'train.lr': write it as dotted.key=value, e.g. train.lr=0.001"
