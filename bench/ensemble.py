@@ -60,22 +60,17 @@ def main() -> None:
 
     t0 = time.time()
     single = train(cfg, progress=False)["run_dir"]
-    single_probs, _, _ = member_probs(single, evaluation.files, "none", progress=False)
+    single_probs, _ = member_probs(single, evaluation.files, "none", progress=False)
     report("1 single run", single_probs.argmax(1), time.time() - t0)
 
     t0 = time.time()
     cv = run_cv(cfg, args.folds, progress=False)
-    cv_probs, _, _ = member_probs(cv["cv_dir"], evaluation.files, "none", progress=False)
+    cv_probs, _ = member_probs(cv["cv_dir"], evaluation.files, "none", progress=False)
     report(f"2 {args.folds}-fold soft vote", cv_probs.argmax(1), time.time() - t0)
     print(f"   CV: fold macro-F1 {cv['macro_f1_mean']:.4f} +- {cv['macro_f1_std']:.4f}, OOF {cv['oof']['macro_f1']:.4f}")
 
     t0 = time.time()
-    fold_probs = []
-    features = None
-    for checkpoint in checkpoints_of(cv["cv_dir"]):
-        probs, fold_features, _ = member_probs(checkpoint, evaluation.files, "hflip", progress=False)
-        fold_probs.append(probs)
-        features = fold_features if features is None else features
+    fold_probs = [member_probs(checkpoint, evaluation.files, "hflip", progress=False)[0] for checkpoint in checkpoints_of(cv["cv_dir"])]
     tta_probs = np.mean(fold_probs, axis=0)
     report("3 + hflip TTA", tta_probs.argmax(1), time.time() - t0)
 
@@ -87,7 +82,7 @@ def main() -> None:
     report("4 + macro-F1 offsets (fitted on OOF)", apply_offsets(tta_probs, tuning["offsets"]), time.time() - t0)
 
     t0 = time.time()
-    groups = person_groups(features)
+    groups = person_groups(evaluation.files)
     consistent = person_consistency(tta_probs, groups)
     report("5 + person consistency", apply_offsets(consistent, tuning["offsets"]), time.time() - t0)
     report("5b person consistency, no offsets", consistent.argmax(1), 0.0)

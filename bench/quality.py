@@ -55,8 +55,8 @@ def main() -> None:
     train_min = (time.time() - started) / 60
     run_dir = Path(result["run_dir"])
     evaluation = load_eval(data / "eval")
-    probs, features, _ = member_probs(run_dir, evaluation.files, args.tta, progress=False)
-    groups = person_groups(features)
+    probs, _ = member_probs(run_dir, evaluation.files, args.tta, progress=False)
+    groups = person_groups(evaluation.files)
     wall_min = (time.time() - started) / 60
     truth = pd.read_csv(data / "eval" / "truth.csv", dtype={"ImageID": str}).set_index("ImageID").loc[evaluation.info["ImageID"], "ans"].to_numpy()
     persons = pd.read_csv(data / "eval" / "meta.csv", dtype=str).set_index("ImageID").loc[evaluation.info["ImageID"], "id"].to_numpy()

@@ -63,24 +63,17 @@ def make_loader(files, pre: Preprocess, batch_size: int, num_workers: int, devic
 
 @torch.no_grad()
 def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: int = 64, num_workers: int = 2,
-                  amp: str = "bf16", device=None, progress: bool = True, desc: str = "predict", return_features: bool = False):
-    """(N,18) class probabilities for the photo files, averaged over the TTA views; with
-    `return_features`, also the (N,F) features of the plain view (to group photos by person)."""
+                  amp: str = "bf16", device=None, progress: bool = True, desc: str = "predict") -> np.ndarray:
+    """(N,18) class probabilities for the photo files, averaged over the TTA views."""
     device = device or next(model.parameters()).device
     model.eval()
-    probs_out, features_out = [], []
+    out = []
     for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device), desc=desc, unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        views_probs = []
         with autocast(device, amp):
-            for view_index, view in enumerate(tta_views(x, tta)):
-                features = model.forward_features(view)
-                views_probs.append(class_probs(model.forward_head(features), model.layout))
-                if return_features and view_index == 0:
-                    features_out.append(features.float().cpu())
-        probs_out.append(torch.stack(views_probs).mean(0).cpu())
-    probs = torch.cat(probs_out).numpy() if probs_out else np.zeros((0, 18), np.float32)
-    return (probs, torch.cat(features_out).numpy()) if return_features else probs
+            probs = [class_probs(model(view), model.layout) for view in tta_views(x, tta)]
+        out.append(torch.stack(probs).mean(0).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 18), np.float32)
 
 
 @torch.no_grad()

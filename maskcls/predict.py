@@ -5,20 +5,22 @@ its folds). Members are soft-voted (weights optional) or hard-voted; per-class o
 for macro-F1 are applied when given. Probabilities and a metadata file (members, TTA,
 preprocessing) are written beside the submission for later ensembling.
 
-Person consistency (optional): the eval photos are grouped into persons by clustering the
-first member's backbone features into N/7 groups (each person has 7 photos), and each
-person's photos then share one gender x age distribution (`decision.person_consistency`).
+Person consistency (optional): the eval photos are grouped into persons by clustering small
+thumbnails of the photo's top part (hair, forehead, eyes and background: what a mask never
+covers) into N/7 groups, as each person has 7 photos; each person's photos then share one
+gender x age distribution (`decision.person_consistency`).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from .data.layout import EVAL_COLUMNS, load_eval
-from .data.transforms import Preprocess
+from .data.transforms import Preprocess, read_rgb
 from .decision import apply_offsets, group_by_embedding, person_consistency
 from .ensemble import hard_vote, soft_vote
 from .errors import MaskclsError
@@ -53,27 +55,38 @@ def load_model(checkpoint_path, device=None):
     return model, pre, checkpoint
 
 
-def member_probs(member, files, tta="none", batch_size=64, num_workers=2, progress=True):
-    """Mean (N,18) probabilities over a member's checkpoints (the folds of a CV folder), the
-    first checkpoint's features, and the preprocessing each checkpoint used."""
-    probs, preprocessing, features = [], [], None
+def member_probs(member, files, tta="none", batch_size=64, num_workers=2, progress=True) -> tuple[np.ndarray, list[dict]]:
+    """Mean (N,18) probabilities over a member's checkpoints (the folds of a CV folder), and
+    the preprocessing each checkpoint used."""
+    probs, preprocessing = [], []
     for checkpoint_path in checkpoints_of(member):
         model, pre, checkpoint = load_model(checkpoint_path)
         amp = checkpoint["config"]["train"]["amp"]
-        checkpoint_probs, checkpoint_features = predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress,
-                                                              desc=f"predict {checkpoint_path.parent.name}", return_features=True)
-        probs.append(checkpoint_probs)
-        features = checkpoint_features if features is None else features
+        probs.append(predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress, desc=f"predict {checkpoint_path.parent.name}"))
         preprocessing.append(pre.to_dict())
-    return np.mean(probs, axis=0), features, preprocessing
+    return np.mean(probs, axis=0), preprocessing
 
 
 PHOTOS_PER_PERSON = 7
+# The top 35% of a photo is above any mask; on the stand-in eval set, ward clustering of these
+# thumbnails recovers the persons with adjusted Rand 0.94 (whole photos: 0.11; backbone features: 0.01).
+PERSON_TOP_FRACTION = 0.35
+PERSON_THUMB_SIDE = 12
 
 
-def person_groups(features: np.ndarray) -> np.ndarray:
-    """Person ids for eval photos: N/7 clusters of the backbone features."""
-    return group_by_embedding(features, n_groups=max(1, round(len(features) / PHOTOS_PER_PERSON)))
+def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarray:
+    """A small standardised colour thumbnail of the photo's top part."""
+    image = read_rgb(file)
+    top = image[: max(1, int(image.shape[0] * top_fraction))]
+    thumb = cv2.resize(top, (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    thumb -= thumb.mean(axis=(0, 1), keepdims=True)  # exposure and white balance differ between shots
+    return (thumb / (thumb.std() + 1e-6)).ravel()
+
+
+def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarray:
+    """Person ids for eval photos: N/7 even-sized clusters of their top-part thumbnails."""
+    embeddings = np.stack([person_embedding(f, top_fraction) for f in files])
+    return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
 
 
 def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None, offsets=None, groups=None) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +118,8 @@ def predict(members, data, out_csv, tta="none", method="soft", weights=None, off
     """Predict the eval set in `data` with the members; write the submission, probs and metadata."""
     evaluation = load_eval(data)
     results = [member_probs(m, evaluation.files, tta, batch_size, num_workers, progress) for m in members]
-    groups = person_groups(results[0][1]) if by_person else None
-    labels, probs = combine([probs for probs, _, _ in results], method, weights, offsets, groups)
+    groups = person_groups(evaluation.files) if by_person else None
+    labels, probs = combine([probs for probs, _ in results], method, weights, offsets, groups)
     out_csv = write_submission(evaluation.info, labels, out_csv)
     stem = out_csv.with_suffix("")
     np.save(f"{stem}.probs.npy", probs.astype(np.float32))
@@ -114,7 +127,7 @@ def predict(members, data, out_csv, tta="none", method="soft", weights=None, off
         "members": [str(m) for m in members], "tta": tta, "method": method,
         "weights": None if weights is None else list(map(float, weights)),
         "offsets": None if offsets is None else list(map(float, offsets)),
-        "preprocess": [pre for _, _, preprocessing in results for pre in preprocessing],
+        "preprocess": [pre for _, preprocessing in results for pre in preprocessing],
         "by_person": by_person,
         "rows": len(labels), "info": str(evaluation.root / "info.csv"),
     }

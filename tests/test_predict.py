@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score
 
 from conftest import tiny_config
 from maskcls.cv import run_cv
@@ -70,6 +71,8 @@ def test_person_grouped_prediction_shares_gender_and_age(trained_run, demo_root,
     groups = np.load(tmp_path / "sub.groups.npy")
     labels = pd.read_csv(tmp_path / "sub.csv")["ans"].to_numpy()
     assert len(np.unique(groups)) == round(len(labels) / 7)
+    persons = pd.read_csv(demo_root / "eval" / "meta.csv", dtype=str)["id"].to_numpy()  # same order as info.csv
+    assert adjusted_rand_score(persons, groups) > 0.6  # chance is about 0; 0.76 measured on this demo set
     for group in np.unique(groups):
         assert len(set(labels[groups == group] % 6)) == 1  # one gender x age per person
 
