@@ -13,6 +13,7 @@ from .errors import MaskclsError
 
 DEFAULTS: dict = {
     "seed": 0,
+    "device": "auto",  # auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...
     "data": {
         "root": None,  # dataset folder holding train/ (and eval/)
         "age_cuts": [30, 60],

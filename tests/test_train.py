@@ -125,10 +125,21 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     (("train.scheduler=onecycle",), r"train.scheduler='onecycle': choose one of"),
     (("augment.preset=wild",), r"augment.preset='wild': choose one of none, light, medium, strong"),
     (("tracking=[wandb]",), r"tracking includes 'wandb' but it is not installed"),
+    (("train.sampler=weighted",), r"train.sampler='weighted': choose one of random, balanced"),
+    (("train.mix=mosaic",), r"train.mix='mosaic': choose one of none, mixup, cutmix, vcutmix"),
+    (("train.amp=fp8",), r"train.amp='fp8': choose one of bf16, fp16, none"),
+    (("train.amp=fp16",), r"train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU"),
 ])
 def test_bad_settings_are_one_line_errors(tiny_cfg, overrides, message):
     with pytest.raises(MaskclsError, match=message):
         train(tiny_cfg(*overrides), progress=False)
+
+
+def test_misspelt_choice_leaves_no_run_folder(tiny_cfg, tmp_path):
+    with pytest.raises(MaskclsError, match="train.optimizer='adamm'"):
+        train(tiny_cfg("name=typo", "train.optimizer=adamm"), progress=False)
+    assert not (tmp_path / "runs" / "typo").exists()
+    train(tiny_cfg("name=typo", "train.epochs=1"), progress=False)  # the name is still free
 
 
 def test_unknown_config_key_is_an_error():

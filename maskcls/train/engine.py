@@ -28,13 +28,13 @@ from ..errors import MaskclsError
 from ..inference import autocast, embed_files, pick_device, predict_probs
 from ..loss import MaskLoss
 from ..metrics import confusion, score
-from ..models import build_model
-from ..models.heads import class_probs, marginal_targets
-from ..optim import create_optimizer
-from ..scheduler import create_scheduler
-from .mix import mix_batch
+from ..models import MODES, build_model
+from ..models.heads import class_probs, head_layout, marginal_targets
+from ..optim import OPTIMIZERS, create_optimizer
+from ..scheduler import SCHEDULERS, create_scheduler
+from .mix import MIX_MODES, mix_batch
 from .run import MetricsLog, load_checkpoint, new_run_dir, save_checkpoint, write_run_files
-from .tracking import Tracker
+from .tracking import Tracker, check_backends
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,22 @@ def confusion_figure(labels, preds):
     return figure
 
 
+def check_settings(cfg: dict) -> None:
+    """Fail on a misspelt choice before any folder is made or photo is read."""
+    t_cfg = cfg["train"]
+    choices = {
+        "model.mode": (cfg["model"]["mode"], MODES), "train.optimizer": (t_cfg["optimizer"], tuple(OPTIMIZERS)),
+        "train.scheduler": (t_cfg["scheduler"], tuple(SCHEDULERS)), "train.sampler": (t_cfg["sampler"], ("random", "balanced")),
+        "train.mix": (t_cfg["mix"], MIX_MODES), "train.amp": (t_cfg["amp"], ("bf16", "fp16", "none")),
+        "train.class_weights": (t_cfg["class_weights"], ("none", "balanced")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise MaskclsError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
+    MaskLoss(head_layout(cfg["model"]["head"], bool(cfg["model"]["age_ordinal"])), t_cfg["loss"])
+    check_backends(cfg["tracking"])
+
+
 def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_end=None, progress: bool = True) -> dict:
     """Train one run (or continue `resume`); return {'run_dir', 'best_macro_f1', 'best_epoch', ...}."""
     if resume:
@@ -141,6 +157,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         # A run killed before its first checkpoint has nothing to restore: it starts over in place.
         checkpoint = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
     else:
+        check_settings(cfg)
         checkpoint = None
         run_dir = new_run_dir(cfg["out"], cfg.get("name"), cfg["model"]["backbone"])
         write_run_files(run_dir, cfg)
@@ -148,7 +165,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     if t_cfg["threads"]:
         torch.set_num_threads(int(t_cfg["threads"]))
     seed_everything(cfg["seed"])
-    device = pick_device(cfg.get("device", "auto"))
+    device = pick_device(cfg["device"])
 
     data, train_images, val_images = split_data(cfg)
     model, pre = build_model(cfg["model"], cfg["preprocess"])
@@ -217,8 +234,6 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
             if t_cfg["sampler"] == "balanced":
                 counts = np.bincount(train_labels, minlength=18).astype(float)
                 sampler = WeightedRandomSampler(1.0 / counts[train_labels], len(train_labels), generator=seeded_generator(cfg["seed"], epoch))
-            elif t_cfg["sampler"] != "random":
-                raise MaskclsError(f"train.sampler={t_cfg['sampler']!r}: choose random or balanced")
             batches_iter = DataLoader(
                 train_ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
                 generator=seeded_generator(cfg["seed"], epoch), num_workers=int(cfg["data"]["num_workers"]),

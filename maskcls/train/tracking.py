@@ -9,15 +9,20 @@ from ..errors import MaskclsError
 BACKENDS = ("tensorboard", "wandb", "mlflow")
 
 
+def check_backends(backends) -> list[str]:
+    backends = [backends] if isinstance(backends, str) else list(backends or [])
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise MaskclsError(f"tracking={backends}: unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+    for backend in backends:
+        if backend != "tensorboard" and importlib.util.find_spec(backend) is None:
+            raise MaskclsError(f"tracking includes {backend!r} but it is not installed; pip install {backend} or remove it from tracking")
+    return backends
+
+
 class Tracker:
     def __init__(self, run_dir: Path, backends, cfg: dict):
-        backends = [backends] if isinstance(backends, str) else list(backends or [])
-        unknown = [b for b in backends if b not in BACKENDS]
-        if unknown:
-            raise MaskclsError(f"tracking={backends}: unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
-        for backend in backends:
-            if backend != "tensorboard" and importlib.util.find_spec(backend) is None:
-                raise MaskclsError(f"tracking includes {backend!r} but it is not installed; pip install {backend} or remove it from tracking")
+        backends = check_backends(backends)
         self.tensorboard = self.wandb = self.mlflow = None
         if "tensorboard" in backends:
             from torch.utils.tensorboard import SummaryWriter
