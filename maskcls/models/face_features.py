@@ -104,7 +104,10 @@ class _FaceNetwork:
         model.graph.output.append(
             onnx.helper.make_tensor_value_info(self.embedding_name, onnx.TensorProto.FLOAT, None)
         )
-        self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # Idle ONNX Runtime threads spin by default, taking the cores torch trains on between calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
         self.input_name = spec["input"]["name"]
         self.chip_size = spec["input"]["shape"][-1]
         self.means = np.asarray(spec["input"]["normalization"]["means"], np.float32)
