@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FIXES_HEADER = "# maskcls-label-fixes v1"
 FIX_FIELDS = ("gender", "age", "swap_incorrect_normal")
+SWAPPED_PHOTO = {"incorrect_mask": "normal", "normal": "incorrect_mask"}
 
 
 def fixes_digest(path) -> str:
@@ -78,8 +79,7 @@ def apply_label_fixes(data, fixes_path, age_cuts) -> list[str]:
             persons.at[row, "age_group"] = age_group(new, age_cuts)
         else:
             person_photos = images["path"] == fix["path"]
-            swap = {"incorrect_mask": "normal", "normal": "incorrect_mask"}
-            images.loc[person_photos, "photo"] = images.loc[person_photos, "photo"].map(lambda p: swap.get(p, p))
+            images.loc[person_photos, "photo"] = images.loc[person_photos, "photo"].replace(SWAPPED_PHOTO)
             changes.append(f"{fix['path']}: incorrect_mask <-> normal swapped")
     for line in changes:
         log.info("label fix: %s", line)
