@@ -26,6 +26,7 @@ SUBMISSION_COLUMNS = ("ImageID", "ans")
 META_COLUMNS = ("ImageID", "id")
 THUMBNAIL_PX = 64
 WORST_SHOWN = 12
+CLASS_LABELS = [f"{label} {class_name(label)}" for label in range(NUM_CLASSES)]
 # The competition has 7 photos per person; a person row shows at most this many.
 PHOTOS_PER_PERSON_SHOWN = 8
 
@@ -81,7 +82,7 @@ def per_class_table(y_true, y_pred) -> pd.DataFrame:
     })
 
 
-def _plot_confusion(matrix: np.ndarray, names: list[str], title: str, path: Path) -> None:
+def confusion_figure(matrix: np.ndarray, names: list[str], title: str) -> Figure:
     """Counts written in the cells; colour is the row share (recall), so rare classes stay visible."""
     size = len(names)
     row_share = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
@@ -99,7 +100,7 @@ def _plot_confusion(matrix: np.ndarray, names: list[str], title: str, path: Path
     axes.set_ylabel("true")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    return figure
 
 
 def _data_uri(png_bytes: bytes) -> str:
@@ -205,11 +206,10 @@ def write_report(y_true, y_pred, out_dir, probs=None, groups=None, thumbnails=No
     classes = per_class_table(y_true, y_pred)
     classes.to_csv(out_dir / "per_class.csv", index=False)
 
-    _plot_confusion(confusion(y_true, y_pred), [f"{label} {class_name(label)}" for label in range(NUM_CLASSES)],
-                    "18-class confusion", out_dir / "confusion_18.png")
+    confusion_figure(confusion(y_true, y_pred), CLASS_LABELS, "18-class confusion").savefig(out_dir / "confusion_18.png", dpi=100)
     age_true, age_pred = decode(y_true)[2], decode(y_pred)[2]
-    _plot_confusion(confusion(age_true, age_pred, len(AGE_NAMES)), list(AGE_NAMES), "age-group confusion",
-                    out_dir / "confusion_age.png")
+    confusion_figure(confusion(age_true, age_pred, len(AGE_NAMES)), list(AGE_NAMES), "age-group confusion").savefig(
+        out_dir / "confusion_age.png", dpi=100)
 
     heads = pd.DataFrame({
         "head": ["mask", "gender", "age"],

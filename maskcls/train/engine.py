@@ -31,6 +31,7 @@ from ..metrics import confusion, score
 from ..models import MODES, build_model
 from ..models.heads import class_probs, head_layout, marginal_targets
 from ..optim import OPTIMIZERS, create_optimizer
+from ..report import CLASS_LABELS, confusion_figure
 from ..scheduler import SCHEDULERS, create_scheduler
 from .mix import MIX_MODES, mix_batch
 from .run import MetricsLog, load_checkpoint, new_run_dir, save_checkpoint, write_run_files
@@ -113,22 +114,6 @@ def cached_features(model, pre, files, cfg, device, progress=True) -> torch.Tens
 
 def evaluate_probs(probs: np.ndarray, labels: np.ndarray) -> dict:
     return score(labels, probs.argmax(1))
-
-
-def confusion_figure(labels, preds):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 6))
-    axis.imshow(confusion(labels, preds), cmap="Blues")
-    axis.set_xlabel("predicted class")
-    axis.set_ylabel("true class")
-    axis.set_xticks(range(18))
-    axis.set_yticks(range(18))
-    figure.tight_layout()
-    return figure
 
 
 def check_settings(cfg: dict) -> None:
@@ -301,7 +286,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
 
             tracker.images("train/batch", torchvision.utils.make_grid(x[:16].float().cpu(), normalize=True), epoch)
         if improved:
-            tracker.figure("val/confusion", confusion_figure(val_labels, val_probs.argmax(1)), epoch)
+            tracker.figure("val/confusion", confusion_figure(confusion(val_labels, val_probs.argmax(1)), CLASS_LABELS, "validation confusion"), epoch)
 
         weights = {"model": eval_model.state_dict(), **meta, "epoch": epoch, "val": val}
         if improved:
