@@ -23,3 +23,11 @@ def standin(path=None) -> Path:
         print(f"building the stand-in data into {path} (about 4 minutes) ...", flush=True)
         subprocess.run([sys.executable, str(BUILDER), "--out", str(path)], check=True)
     return path
+
+
+def eval_column(data: Path, csv_name: str, column: str, image_ids):
+    """A column of eval/truth.csv or eval/meta.csv, in the order of `image_ids` (info.csv's)."""
+    import pandas as pd
+
+    table = pd.read_csv(data / "eval" / csv_name, dtype={"ImageID": str, "id": str})
+    return table.set_index("ImageID").loc[list(image_ids), column].to_numpy()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import standin  # noqa: E402
+from common import eval_column, standin  # noqa: E402
 
 from maskcls.config import load_config  # noqa: E402
 from maskcls.cv import run_cv  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> None:
     data = standin(args.data)
     out = Path(args.out or tempfile.mkdtemp(prefix="maskcls-ensemble-"))
     evaluation = load_eval(data / "eval")
-    truth = pd.read_csv(data / "eval" / "truth.csv", dtype={"ImageID": str}).set_index("ImageID").loc[evaluation.info["ImageID"], "ans"].to_numpy()
+    truth = eval_column(data, "truth.csv", "ans", evaluation.info["ImageID"])
     cfg = load_config(args.preset, [f"data.root={data}", f"out={out}", *args.overrides])
     rows = []
 

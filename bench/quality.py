@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import standin  # noqa: E402
+from common import eval_column, standin  # noqa: E402
 
 from maskcls.config import load_config  # noqa: E402
 from maskcls.data.layout import load_eval  # noqa: E402
@@ -58,8 +57,8 @@ def main() -> None:
     probs, _ = member_probs(run_dir, evaluation.files, args.tta, progress=False)
     groups = person_groups(evaluation.files)
     wall_min = (time.time() - started) / 60
-    truth = pd.read_csv(data / "eval" / "truth.csv", dtype={"ImageID": str}).set_index("ImageID").loc[evaluation.info["ImageID"], "ans"].to_numpy()
-    persons = pd.read_csv(data / "eval" / "meta.csv", dtype=str).set_index("ImageID").loc[evaluation.info["ImageID"], "id"].to_numpy()
+    truth = eval_column(data, "truth.csv", "ans", evaluation.info["ImageID"])
+    persons = eval_column(data, "meta.csv", "id", evaluation.info["ImageID"])
     variants = {"argmax": probs.argmax(1), "by-person": person_consistency(probs, groups).argmax(1)}
     for name, labels in variants.items():
         write_submission(evaluation.info, labels, run_dir / f"submission-{name}.csv")
