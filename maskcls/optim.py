@@ -1,5 +1,5 @@
 """Optimizers by name, with parameter groups: no weight decay on norms and biases, and a
-lower learning rate for a pretrained backbone than for the new head."""
+lower learning rate for a pretrained backbone (and the fine-tuned face experts) than for the new head."""
 from __future__ import annotations
 
 import torch
@@ -13,20 +13,22 @@ OPTIMIZERS = {
 }
 
 
-def param_groups(model, lr: float, weight_decay: float, backbone_lr_mult: float) -> list[dict]:
+def param_groups(model, lr: float, weight_decay: float, backbone_lr_mult: float, experts_lr_mult: float = 1.0) -> list[dict]:
+    """Groups by (part, decay): the backbone and the fine-tuned face experts get their own LR multipliers."""
+    multipliers = {"backbone": backbone_lr_mult, "experts": experts_lr_mult}
     groups = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_backbone = name.startswith("backbone.")
+        part = name.split(".")[0] if name.split(".")[0] in multipliers else "head"
         no_decay = param.ndim <= 1  # biases and norm scales
-        key = (is_backbone, no_decay)
+        key = (part, no_decay)
         if key not in groups:
             groups[key] = {
                 "params": [],
-                "lr": lr * (backbone_lr_mult if is_backbone else 1.0),
+                "lr": lr * multipliers.get(part, 1.0),
                 "weight_decay": 0.0 if no_decay else weight_decay,
-                "name": f"{'backbone' if is_backbone else 'head'}{'/no_decay' if no_decay else ''}",
+                "name": f"{part}{'/no_decay' if no_decay else ''}",
             }
         groups[key]["params"].append(param)
     return list(groups.values())
@@ -36,7 +38,8 @@ def create_optimizer(model, train_cfg: dict):
     name = train_cfg["optimizer"]
     if name not in OPTIMIZERS:
         raise MaskclsError(f"train.optimizer={name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, train_cfg["lr"], train_cfg["weight_decay"], train_cfg["backbone_lr_mult"])
+    groups = param_groups(model, train_cfg["lr"], train_cfg["weight_decay"], train_cfg["backbone_lr_mult"],
+                          train_cfg["experts_lr_mult"])
     optimizer = OPTIMIZERS[name](groups, train_cfg)
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]

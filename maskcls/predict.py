@@ -47,7 +47,7 @@ def load_model(checkpoint_path, device=None):
     """Rebuild a model from its checkpoint alone: architecture, weights and preprocessing."""
     checkpoint = load_checkpoint(checkpoint_path)
     model_cfg = {**checkpoint["config"]["model"], "weights": "none"}  # the checkpoint carries the weights
-    model, pre = build_model(model_cfg, checkpoint["config"]["preprocess"])
+    model, pre = build_model(model_cfg, checkpoint["config"]["preprocess"], tuple(checkpoint["age_cuts"]))
     if pre != Preprocess.from_dict(checkpoint["preprocess"]):
         raise MaskclsError(f"{checkpoint_path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
     model.load_state_dict(checkpoint["model"])
@@ -94,11 +94,14 @@ def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None,
     person's photos agree on gender and age."""
     if method not in ("soft", "hard"):
         raise MaskclsError(f"method={method!r}: choose soft or hard")
-    if groups is not None:
-        members_probs = [person_consistency(p, groups) for p in members_probs]
-    probs = soft_vote(members_probs, weights)
     if method == "hard":
-        return hard_vote(members_probs), probs
+        if groups is not None:
+            members_probs = [person_consistency(p, groups) for p in members_probs]
+        return hard_vote(members_probs), soft_vote(members_probs, weights)
+    probs = soft_vote(members_probs, weights)
+    if groups is not None:
+        # After the vote, so each photo's weight in its person reflects the ensemble's confidence.
+        probs = person_consistency(probs, groups)
     return (apply_offsets(probs, offsets) if offsets is not None else probs.argmax(1)), probs
 
 

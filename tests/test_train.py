@@ -167,7 +167,7 @@ def test_accumulation_clipping_balanced_sampler_and_ordinal_head_run(tiny_cfg):
 
 def test_param_groups_skip_decay_on_norms_and_biases_and_slow_the_backbone():
     model, _ = build_model({"backbone": "resnet10t", "weights": "none", "head": "multi"})
-    optimizer = create_optimizer(model, {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "backbone_lr_mult": 0.1, "momentum": 0.9})
+    optimizer = create_optimizer(model, {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "backbone_lr_mult": 0.1, "experts_lr_mult": 0.1, "momentum": 0.9})
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["backbone"]["lr"] == pytest.approx(0.001) and groups["head"]["lr"] == pytest.approx(0.01)
     assert groups["backbone/no_decay"]["weight_decay"] == 0 and groups["backbone"]["weight_decay"] == 0.05

@@ -51,7 +51,7 @@ class FaceAttributeModels:
     """
 
     def __init__(self, batch_size: int = 256):
-        models_dir = _package_models_dir()
+        models_dir = package_models_dir()
         manifest = json.loads((models_dir / "manifest.json").read_text())
         self.gender = _FaceNetwork(models_dir, manifest["models"]["gender"])
         self.age = _FaceNetwork(models_dir, manifest["models"]["age"])
@@ -100,7 +100,7 @@ class _FaceNetwork:
     def __init__(self, models_dir: Path, spec: dict):
         model = onnx.load(models_dir / spec["artifact"]["filename"])
         self.output_name = spec["output"]["name"]
-        self.embedding_name = _final_layer_input(model.graph, self.output_name)
+        self.embedding_name, _ = final_layer_tensors(model.graph, self.output_name)
         model.graph.output.append(
             onnx.helper.make_tensor_value_info(self.embedding_name, onnx.TensorProto.FLOAT, None)
         )
@@ -132,8 +132,8 @@ class _FaceNetwork:
         return cv2.resize(image, (self.chip_size, self.chip_size), interpolation=interpolation)
 
 
-def _final_layer_input(graph: onnx.GraphProto, output_name: str) -> str:
-    """Name of the tensor entering the linear layer whose logits feed the output softmax."""
+def final_layer_tensors(graph: onnx.GraphProto, output_name: str) -> tuple[str, str]:
+    """(embedding, logits): the final linear layer's input and output, before the output softmax."""
     producers = {output: node for node in graph.node for output in node.output}
     softmax = producers[output_name]
     final_layer = producers[softmax.input[0]]
@@ -142,10 +142,10 @@ def _final_layer_input(graph: onnx.GraphProto, output_name: str) -> str:
             f"{FACE_MODELS_REQUIREMENT}: unexpected network layout ({final_layer.op_type} -> "
             f"{softmax.op_type} before {output_name!r}); reinstall it (make setup)"
         )
-    return final_layer.input[0]
+    return final_layer.input[0], softmax.input[0]
 
 
-def _package_models_dir() -> Path:
+def package_models_dir() -> Path:
     # find_spec locates the package without importing it (its import pulls in dlib glue).
     spec = importlib.util.find_spec(FACE_MODELS_PACKAGE)
     models_dir = Path(spec.origin).parent / "models" if spec and spec.origin else None

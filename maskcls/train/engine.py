@@ -153,7 +153,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     device = pick_device(cfg["device"])
 
     data, train_images, val_images = split_data(cfg)
-    model, pre = build_model(cfg["model"], cfg["preprocess"])
+    model, pre = build_model(cfg["model"], cfg["preprocess"], tuple(cfg["data"]["age_cuts"]))
     model.to(device)
     if t_cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)

@@ -1,0 +1,78 @@
+"""The fine-tunable face experts reproduce the packaged ONNX networks and train."""
+import numpy as np
+import pytest
+import torch
+
+from maskcls.errors import MaskclsError
+from maskcls.models import build_model
+from maskcls.models.face_experts import FaceExperts, age_group_log_masks
+from maskcls.models.face_features import FaceAttributeModels
+from maskcls.models.heads import class_probs
+from maskcls.models.onnx_graph import OnnxGraphNet
+
+
+def _expert_outputs(faces):
+    experts = FaceExperts(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).eval()
+    x = (torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        return experts(x)
+
+
+def test_experts_reproduce_the_onnx_networks():
+    rng = np.random.default_rng(0)
+    # Each network compared at its own input size, where neither side resizes.
+    faces64 = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    found = FaceAttributeModels().attributes(faces64)
+    embedding, logits = _expert_outputs(faces64)
+    assert np.allclose(embedding[:, :256].numpy(), found.age_embedding, atol=1e-4)
+    years = np.concatenate([[0.25], np.arange(1, 81)])
+    groups = np.stack([found.age_probs[:, years < 30].sum(1), found.age_probs[:, (years >= 30) & (years < 60)].sum(1),
+                       found.age_probs[:, years >= 60].sum(1)], 1)
+    assert np.allclose(logits[:, 5:].exp().numpy(), groups, atol=1e-5)
+    assert torch.equal(logits[:, :3], torch.zeros(3, 3))  # the mask comes from the head alone
+
+    faces32 = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    found = FaceAttributeModels().attributes(faces32)
+    embedding, logits = _expert_outputs(faces32)
+    assert np.allclose(embedding[:, 256:].numpy(), found.gender_embedding, atol=1e-4)
+    male_female = logits[:, 3:5].softmax(1).numpy()  # our order: [male, female]
+    assert np.allclose(male_female[:, 1], found.female_prob, atol=1e-5)
+
+
+def test_age_group_masks_follow_the_cuts():
+    masks = age_group_log_masks([0.25, 1, 29, 30, 59, 60, 80], (30, 60))
+    assert (masks == 0).int().argmax(0).tolist() == [0, 0, 0, 1, 1, 2, 2]
+    moved = age_group_log_masks([0.25, 1, 29, 30, 57, 58, 80], (30, 58))
+    assert (moved == 0).int().argmax(0).tolist() == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_onnx_graph_net_rejects_unknown_tensor(tmp_path):
+    from maskcls.models.face_features import package_models_dir
+    with pytest.raises(MaskclsError, match="no tensor named"):
+        OnnxGraphNet(package_models_dir() / "gender-v1.onnx", outputs=("not_there",))
+
+
+def test_face_expert_model_trains_and_decodes():
+    torch.manual_seed(0)
+    model, pre = build_model({"backbone": "none", "face_experts": True, "head": "multi"}, {"size": 64})
+    assert pre.height == 64 and model.backbone is None
+    x = torch.randn(4, 3, 64, 64)
+    before = model.experts.age_net.weights[next(iter(model.experts.age_net.weights))].clone()
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    loss = torch.nn.functional.cross_entropy(model(x)[:, 5:], torch.tensor([0, 1, 2, 1]))
+    loss.backward()
+    optimizer.step()
+    after = model.experts.age_net.weights[next(iter(model.experts.age_net.weights))]
+    assert not torch.equal(before, after)  # the face network itself is trained
+    probs = class_probs(model.eval()(x), model.layout)
+    assert probs.shape == (4, 18) and torch.allclose(probs.sum(1), torch.ones(4))
+
+
+@pytest.mark.parametrize("model_cfg, message", [
+    ({"backbone": "none"}, "needs model.face_experts=true"),
+    ({"backbone": "none", "face_experts": True, "mode": "probe"}, "face_experts=true trains"),
+    ({"backbone": "none", "face_experts": True, "head": "single"}, "face_experts=true trains"),
+])
+def test_face_expert_settings_are_checked(model_cfg, message):
+    with pytest.raises(MaskclsError, match=message):
+        build_model(model_cfg, {"size": 64})
