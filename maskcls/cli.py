@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_text in (("train", cmd_train, "train one person-split run"),
                                   ("cv", cmd_cv, "K-fold cross-validation by person, with out-of-fold probabilities")):
         command = add(name, func, help_text)
-        command.add_argument("--config", help="YAML file, or a name in configs/ (demo, cpu-fast, cpu-finetune, gpu)")
+        command.add_argument("--config", help="YAML file, or a name in configs/ (demo, cpu-fast, cpu-face, cpu-finetune, gpu)")
         command.add_argument("--resume", help="continue an interrupted run (train) or CV folder (cv)")
         command.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001 data.root=DATA")
         if name == "cv":

@@ -56,6 +56,8 @@ DEFAULTS: dict = {
         "label_smoothing": 0.0,
         "focal_gamma": 2.0,
         "f1_weight": 1.0,
+        "age_years_weight": 0.0,  # face experts: extra loss on the exact age (one-year classes), 0 = off
+        "age_years_sigma": 3.0,  # width in years of the exact-age target distribution
         "class_weights": "none",  # none | balanced
         "head_weights": {"mask": 1.0, "gender": 1.0, "age": 1.0},
         "clip_grad": 0.0,

@@ -17,6 +17,7 @@ PHOTO_MASK = {
 }
 GENDER_CODES = {"male": 0, "female": 1}
 DEFAULT_AGE_CUTS = (30, 60)
+AGE_CAP = 60  # the competition's train.csv never says more than 60: "60" means 60 or older
 
 
 def age_group(age, cuts=DEFAULT_AGE_CUTS):

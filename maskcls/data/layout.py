@@ -35,7 +35,7 @@ class TrainData:
 
     root: Path
     persons: pd.DataFrame  # id, gender, race, age, path, gender_code, age_group
-    images: pd.DataFrame  # file, path, id, photo, mask, gender, age_group, label
+    images: pd.DataFrame  # file, path, id, photo, mask, gender, age_group, age, label
     skipped: dict = field(default_factory=dict)  # reason -> count of files ignored
     warnings: list = field(default_factory=list)
 
@@ -174,6 +174,7 @@ def relabel(data: TrainData) -> None:
     images["mask"] = images["photo"].map(PHOTO_MASK).astype(int)
     images["gender"] = images["path"].map(by_path["gender_code"]).astype(int)
     images["age_group"] = images["path"].map(by_path["age_group"]).astype(int)
+    images["age"] = images["path"].map(by_path["age"]).astype(int)
     images["label"] = encode(images["mask"].to_numpy(), images["gender"].to_numpy(), images["age_group"].to_numpy())
 
 

@@ -54,6 +54,22 @@ def soft_macro_f1_loss(probs18, target18, eps=1e-7):
     return 1 - f1.mean()
 
 
+def age_year_targets(ages: torch.Tensor, class_years: torch.Tensor, sigma: float, cap: int) -> torch.Tensor:
+    """(B, n_classes) soft targets over one-year age classes: a Gaussian of `sigma` years around
+    each exact age (label-distribution learning, which suits ages better than hard classes).
+    Ages at or above `cap` are censored (the competition caps ages at 60: "60" means 60 or
+    more), so their rows are zero and only the age-group head learns from them."""
+    ages = ages.float()[:, None]
+    target = torch.exp(-0.5 * ((class_years[None, :] - ages) / sigma) ** 2)
+    target = target / target.sum(1, keepdim=True)
+    return target * (ages < cap)
+
+
+def age_years_loss(age_year_logits: torch.Tensor, year_targets: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy over the age classes; zero target rows (censored ages) add nothing."""
+    return -(year_targets * F.log_softmax(age_year_logits.float(), dim=1)).sum(1).mean()
+
+
 PER_HEAD_LOSSES = {"ce": soft_cross_entropy, "focal": soft_focal}
 LOSS_NAMES = ("ce", "focal", "f1")
 

@@ -91,12 +91,16 @@ class MaskClassifier(nn.Module):
     def forward_head(self, features):
         return self.head(self.dropout(features))
 
-    def forward(self, x):
+    def forward(self, x, with_age_years: bool = False):
+        """Head logits; with_age_years=True also returns the face experts' 81 age-class logits."""
         if self.experts is None:
+            if with_age_years:
+                raise MaskclsError("exact-age training needs model.face_experts=true")
             return self.forward_head(self.forward_features(x))
-        expert_features, expert_logits = self.experts(x)
+        expert_features, expert_logits, age_year_logits = self.experts(x)
         features = expert_features if self.backbone is None else torch.cat([self.forward_features(x).float(), expert_features], 1)
-        return self.forward_head(features) + expert_logits
+        logits = self.forward_head(features) + expert_logits
+        return (logits, age_year_logits) if with_age_years else logits
 
     @torch.no_grad()
     def predict_proba(self, x):

@@ -50,9 +50,10 @@ def age_group_log_masks(age_class_years, cuts) -> torch.Tensor:
 
 
 class FaceExperts(nn.Module):
-    """(B,3,H,W) photos normalised with (mean, std) -> (embedding (B,272), logits (B,8)).
+    """(B,3,H,W) photos normalised with (mean, std) -> (embedding (B,272), logits (B,8), age-class logits (B,81)).
 
     The logits follow the multi-head layout [mask 3 | gender 2 | age 3]; the mask part is zero.
+    The 81 one-year age-class logits (years in `age_class_years`) can be trained on exact ages.
     """
 
     def __init__(self, mean, std, age_cuts=(30, 60)):
@@ -68,13 +69,14 @@ class FaceExperts(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("age_groups", age_group_log_masks(manifest["age"]["age_weights"], age_cuts), persistent=False)
+        self.register_buffer("age_class_years", torch.tensor(manifest["age"]["age_weights"], dtype=torch.float32), persistent=False)
 
     def _input(self, rgb255: torch.Tensor, name: str, size: int) -> torch.Tensor:
         if rgb255.shape[-2:] != (size, size):
             rgb255 = F.interpolate(rgb255, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return (rgb255 - getattr(self, f"{name}_means")) * getattr(self, f"{name}_scale")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # float32 even under autocast: the networks are cheap at 64 and 32 px, and this way their
         # pretrained outputs are reproduced exactly (tested against ONNX Runtime).
         with torch.autocast(x.device.type, enabled=False):
@@ -84,4 +86,4 @@ class FaceExperts(nn.Module):
             age_log_probs = torch.logsumexp(age_logits.log_softmax(1)[:, None, :] + self.age_groups, dim=2)
             mask_logits = torch.zeros(len(x), 3, device=x.device)
             logits = torch.cat([mask_logits, gender_logits[:, MALE_FEMALE], age_log_probs], dim=1)
-            return torch.cat([age_embedding, gender_embedding], dim=1), logits
+            return torch.cat([age_embedding, gender_embedding], dim=1), logits, age_logits

@@ -26,7 +26,8 @@ from ..data.splits import holdout_split, images_of, person_folds
 from ..data.transforms import Preprocess
 from ..errors import MaskclsError
 from ..inference import autocast, embed_files, pick_device, predict_probs
-from ..loss import MaskLoss
+from ..labels import AGE_CAP
+from ..loss import MaskLoss, age_year_targets, age_years_loss
 from ..metrics import confusion, score
 from ..models import MODES, build_model
 from ..models.heads import class_probs, head_layout, marginal_targets
@@ -129,6 +130,8 @@ def check_settings(cfg: dict) -> None:
         if value not in allowed:
             raise MaskclsError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
     MaskLoss(head_layout(cfg["model"]["head"], bool(cfg["model"]["age_ordinal"])), t_cfg["loss"])
+    if float(t_cfg["age_years_weight"]) and not cfg["model"]["face_experts"]:
+        raise MaskclsError("train.age_years_weight needs model.face_experts=true (their age network has one class per year)")
     check_backends(cfg["tracking"])
 
 
@@ -164,6 +167,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         raise MaskclsError(f"train.batch_size={batch_size} is larger than the {len(train_images)} training photos; lower it")
     train_labels, val_labels = train_images["label"].to_numpy(), val_images["label"].to_numpy()
     probe = cfg["model"]["mode"] == "probe"
+    age_years_weight = float(t_cfg["age_years_weight"])
 
     if probe:
         # Embed once (cached across runs), then the head trains on features: seconds per epoch.
@@ -174,7 +178,9 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         steps_per_epoch = max(1, len(train_x) // batch_size)
         epochs = int(t_cfg["probe_epochs"])
     else:
-        train_ds = PhotoDataset(train_images["file"], train_labels, pre, cfg["augment"]["preset"], cfg["seed"])
+        # With exact-age training each photo's target row is (class, age in years).
+        train_targets = np.stack([train_labels, train_images["age"].to_numpy()], 1) if age_years_weight else train_labels
+        train_ds = PhotoDataset(train_images["file"], train_targets, pre, cfg["augment"]["preset"], cfg["seed"])
         steps_per_epoch = max(1, len(train_ds) // batch_size // accum)
         epochs = int(t_cfg["epochs"])
     optimizer = create_optimizer(model, {**t_cfg, "epochs": epochs})
@@ -227,14 +233,22 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         bar = tqdm(batches_iter, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress or probe, leave=False)
         optimizer.zero_grad(set_to_none=True)
         for step, (x, y) in enumerate(bar):
-            x = x.to(device, non_blocking=True)
-            target = F.one_hot(y.to(device), 18).float()
+            x, y = x.to(device, non_blocking=True), y.to(device)
+            target = F.one_hot(y[:, 0] if y.ndim == 2 else y, 18).float()
+            if age_years_weight:  # mixed along with the class target by mixup/CutMix
+                year_targets = age_year_targets(y[:, 1], model.experts.age_class_years, float(t_cfg["age_years_sigma"]), AGE_CAP)
+                target = torch.cat([target, year_targets], 1)
             if not probe:
                 x = x.contiguous(memory_format=torch.channels_last) if t_cfg["channels_last"] else x
                 x, target = mix_batch(x, target, t_cfg["mix"], float(t_cfg["mix_alpha"]), float(t_cfg["mix_prob"]), mix_rng)
             with autocast(device, t_cfg["amp"]):
-                logits = model.forward_head(x) if probe else model(x)
-            loss = criterion(logits.float(), target)
+                if age_years_weight:
+                    logits, age_year_logits = model(x, with_age_years=True)
+                else:
+                    logits = model.forward_head(x) if probe else model(x)
+            loss = criterion(logits.float(), target[:, :18])
+            if age_years_weight:
+                loss = loss + age_years_weight * age_years_loss(age_year_logits, target[:, 18:])
             if not torch.isfinite(loss):
                 tracker.close()
                 raise MaskclsError(
