@@ -1,5 +1,6 @@
 """A short check that training and prediction run on a CUDA GPU (bf16 and fp16 autocast,
-pinned memory, GradScaler state through a resume). Not a test: CI has no GPU.
+pinned memory, GradScaler state through a resume, the fine-tuned face experts). Not a test:
+CI has no GPU.
 
     python bench/cuda_check.py
 """
@@ -33,6 +34,12 @@ def main() -> None:
     bf16 = train(cfg("name=bf16", "train.epochs=3", "train.amp=bf16", "train.ema=0.99", "train.mix=vcutmix", "model.face_features=true"), progress=False)
     print(f"bf16 run: best macro-F1 {bf16['best_macro_f1']:.4f} in {time.time() - started:.0f} s, peak GPU memory "
           f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB", flush=True)
+
+    started = time.time()
+    experts = train(cfg("name=face-experts", "train.epochs=2", "model.backbone=none", "model.face_experts=true", "preprocess.size=64",
+                        "train.age_years_weight=0.5", "train.amp=bf16", "train.mix=cutmix"), progress=False)
+    print(f"face experts (torch copies of the ONNX networks, exact-age loss): best macro-F1 {experts['best_macro_f1']:.4f} "
+          f"in {time.time() - started:.0f} s", flush=True)
 
     straight = train(cfg("name=fp16", "train.epochs=2", "train.amp=fp16"), progress=False)
 
