@@ -112,8 +112,8 @@ def freeze_layers(backbone: nn.Module, names: list[str], backbone_name: str) -> 
     """Freeze the named backbone layers (weights and BatchNorm statistics) during fine-tuning.
 
     The first stages are generic edge and texture filters; freezing them skips most of the
-    backward pass at high resolution (Lite0 at 160 px trains about 1.8x faster with its stem and
-    first three stages frozen).
+    backward pass at high resolution (Lite0 at 160 px with its stem and first three stages frozen:
+    model steps about 1.8x faster, the cpu-finetune run 44 against 33 img/s).
     """
     known = dict(backbone.named_modules())
     unknown = [name for name in names if name not in known]

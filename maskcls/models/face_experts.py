@@ -13,8 +13,8 @@ the run's own preprocessed photo, converted to their input inside the module, so
 prediction share one preprocessing.
 
 On the stand-in train set (person holdout), four epochs of the age network alone reached 0.70
-photo-level age accuracy against 0.65 for a fine-tuned ImageNet Lite0 at 160 px, in a tenth of
-the time per epoch (64 px input: 40 s against 480 s on 2 cores).
+photo-level age accuracy against 0.65 for a fine-tuned ImageNet Lite0 at 160 px, at a fifth of
+its time per epoch (64 px input: about 100 s against 480 s on 2 cores).
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from torch import nn
 from .face_features import final_layer_tensors, package_models_dir
 from .onnx_graph import OnnxGraphNet
 
-# The networks' input: RGB byte values minus these means, times 1/256 (manifest.json).
 EXPERT_EMBEDDING = 256 + 16  # age network, gender network
 MALE_FEMALE = [1, 0]  # the gender network's columns are [female, male]
 
@@ -72,6 +71,7 @@ class FaceExperts(nn.Module):
         self.register_buffer("age_class_years", torch.tensor(manifest["age"]["age_weights"], dtype=torch.float32), persistent=False)
 
     def _input(self, rgb255: torch.Tensor, name: str, size: int) -> torch.Tensor:
+        # The networks' input (manifest.json): RGB byte values minus per-channel means, times 1/256.
         if rgb255.shape[-2:] != (size, size):
             rgb255 = F.interpolate(rgb255, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return (rgb255 - getattr(self, f"{name}_means")) * getattr(self, f"{name}_scale")
