@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from sklearn.metrics import adjusted_rand_score
 
@@ -40,6 +43,15 @@ MEMBERS = {"cpu-fast": ["cpu-fast"], "cpu-finetune": ["cpu-face", "cpu-finetune"
 TIMM_REFERENCE = {"macro_f1": 0.595, "minutes": 18.5, "img_s": 43.0}
 
 
+class Member(NamedTuple):
+    config: str
+    cfg: dict
+    result: dict  # what train() returned
+    probs: np.ndarray  # eval probabilities
+    minutes: float  # train + eval predictions
+    img_s: float  # best train img/s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(FLOORS), default="cpu-fast")
@@ -53,7 +65,7 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="maskcls-bench-"))
     started = time.time()
     evaluation = load_eval(data / "eval")
-    members = []  # (config name, cfg, train result, eval probs, minutes, train img/s)
+    members: list[Member] = []
     for config_name in MEMBERS[args.preset]:
         member_started = time.time()
         cfg = load_config(config_name, [f"data.root={data}", f"out={out}", *args.overrides])
@@ -61,14 +73,14 @@ def main() -> None:
         probs, _ = member_probs(Path(result["run_dir"]), evaluation.files, args.tta, progress=False)
         with open(Path(result["run_dir"]) / "metrics.csv") as handle:
             img_s = max(float(r["train_img_s"]) for r in csv.DictReader(handle))
-        members.append((config_name, cfg, result, probs, (time.time() - member_started) / 60, img_s))
+        members.append(Member(config_name, cfg, result, probs, (time.time() - member_started) / 60, img_s))
     groups = person_groups(evaluation.files)
     wall_min = (time.time() - started) / 60
-    run_dir = Path(members[-1][2]["run_dir"])
+    run_dir = Path(members[-1].result["run_dir"])
     truth = eval_column(data, "truth.csv", "ans", evaluation.info["ImageID"])
     persons = eval_column(data, "meta.csv", "id", evaluation.info["ImageID"])
-    all_probs = [probs for _, _, _, probs, _, _ in members]
-    variants = {f"{name} argmax": probs.argmax(1) for name, _, _, probs, _, _ in members} if len(members) > 1 else {}
+    all_probs = [m.probs for m in members]
+    variants = {f"{m.config} argmax": m.probs.argmax(1) for m in members} if len(members) > 1 else {}
     variants["argmax"] = combine(all_probs, "soft")[0]
     variants["by-person"] = combine(all_probs, "soft", groups=groups)[0]
     for name, labels in variants.items():
@@ -79,10 +91,10 @@ def main() -> None:
     vote = f" (soft vote of {len(members)})" if len(members) > 1 else ""
     print(f"\n== bench/quality.py --preset {args.preset} {' '.join(args.overrides)}  (tta {args.tta})")
     print(f"wall {wall_min:.1f} min (budget {BUDGET_MIN[args.preset]} min){vote}")
-    for name, cfg, result, _, minutes, img_s in members:
-        print(f"  member {name}: {minutes:.1f} min (train + eval predictions), train {img_s:.0f} img/s "
-              f"({'head on cached features' if cfg['model']['mode'] == 'probe' else 'images, augmented'}); "
-              f"best holdout macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1}; run {result['run_dir']}")
+    for m in members:
+        print(f"  member {m.config}: {m.minutes:.1f} min (train + eval predictions), train {m.img_s:.0f} img/s "
+              f"({'head on cached features' if m.cfg['model']['mode'] == 'probe' else 'images, augmented'}); "
+              f"best holdout macro-F1 {m.result['best_macro_f1']:.4f} at epoch {m.result['best_epoch'] + 1}; run {m.result['run_dir']}")
     print(f"person grouping of eval photos: adjusted Rand {adjusted_rand_score(persons, groups):.4f} against the true persons")
     report = {}
     for name, labels in variants.items():
@@ -95,8 +107,8 @@ def main() -> None:
     assert abs(summary["macro_f1"] - report["argmax"]["macro_f1"]) < 1e-9  # the report scores the same file
     (run_dir / "bench.json").write_text(json.dumps({
         "preset": args.preset, "overrides": args.overrides, "tta": args.tta, "wall_min": wall_min,
-        "members": [{"config": name, "run": str(result["run_dir"]), "minutes": minutes, "train_img_s": img_s,
-                     "holdout_macro_f1": result["best_macro_f1"]} for name, _, result, _, minutes, img_s in members],
+        "members": [{"config": m.config, "run": str(m.result["run_dir"]), "minutes": m.minutes, "train_img_s": m.img_s,
+                     "holdout_macro_f1": m.result["best_macro_f1"]} for m in members],
         **report}, indent=2) + "\n")
 
 

@@ -20,7 +20,8 @@ def param_groups(model, lr: float, weight_decay: float, backbone_lr_mult: float,
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = name.split(".")[0] if name.split(".")[0] in multipliers else "head"
+        top_level = name.split(".")[0]
+        part = top_level if top_level in multipliers else "head"
         no_decay = param.ndim <= 1  # biases and norm scales
         key = (part, no_decay)
         if key not in groups:

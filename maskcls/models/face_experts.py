@@ -35,8 +35,9 @@ MALE_FEMALE = [1, 0]  # the gender network's columns are [female, male]
 
 def _network(models_dir, spec: dict) -> tuple[OnnxGraphNet, int]:
     path = models_dir / spec["artifact"]["filename"]
-    embedding, logits = final_layer_tensors(onnx.load(str(path)).graph, spec["output"]["name"])
-    return OnnxGraphNet(path, outputs=(embedding, logits)), int(spec["input"]["shape"][-1])
+    graph = onnx.load(str(path)).graph
+    embedding, logits = final_layer_tensors(graph, spec["output"]["name"])
+    return OnnxGraphNet(graph, outputs=(embedding, logits), source=str(path)), int(spec["input"]["shape"][-1])
 
 
 def age_group_log_masks(age_class_years, cuts) -> torch.Tensor:

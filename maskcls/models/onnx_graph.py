@@ -8,8 +8,6 @@ clearly on any other.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import onnx
 import torch
 import torch.nn.functional as F
@@ -22,22 +20,22 @@ SUPPORTED_OPS = {"Conv", "Mul", "Add", "Relu", "MaxPool", "AveragePool", "Global
 
 
 class OnnxGraphNet(nn.Module):
-    """Runs the graph in `path` and returns the tensors named in `outputs` (a tuple, in order)."""
+    """Runs `graph` and returns the tensors named in `outputs` (a tuple, in order); `source`
+    names the graph's file in error messages."""
 
-    def __init__(self, path: str | Path, outputs: tuple[str, ...]):
+    def __init__(self, graph: onnx.GraphProto, outputs: tuple[str, ...], source: str = "ONNX graph"):
         super().__init__()
-        graph = onnx.load(str(path)).graph
         self.nodes = [
             (node.op_type, list(node.input), node.output[0], {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
             for node in graph.node
         ]
         unsupported = {op for op, *_ in self.nodes} - SUPPORTED_OPS
         if unsupported:
-            raise MaskclsError(f"{path}: ONNX operators {sorted(unsupported)} are not supported by OnnxGraphNet")
+            raise MaskclsError(f"{source}: ONNX operators {sorted(unsupported)} are not supported by OnnxGraphNet")
         produced = {output for *_, output, _ in self.nodes}
         missing = [name for name in outputs if name not in produced]
         if missing:
-            raise MaskclsError(f"{path}: the graph has no tensor named {missing}")
+            raise MaskclsError(f"{source}: the graph has no tensor named {missing}")
         self.input_name = graph.input[0].name
         self.outputs = tuple(outputs)
         # nn.ParameterDict keys may not contain dots; the graph's names are plain identifiers.
