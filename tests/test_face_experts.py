@@ -112,3 +112,19 @@ def test_training_with_face_experts_and_exact_ages(tiny_cfg):
     assert result["epochs_run"] == 1 and 0.0 <= result["best_macro_f1"] <= 1.0
     with pytest.raises(MaskclsError, match="age_years_weight needs model.face_experts=true"):
         train(tiny_cfg("name=no-experts", "train.age_years_weight=0.5"), progress=False)
+
+
+def test_age_expert_runs_at_a_larger_input_size():
+    x = torch.randn(2, 3, 96, 96)
+    native = FaceExperts(mean=(0.5,) * 3, std=(0.5,) * 3).eval()
+    larger = FaceExperts(mean=(0.5,) * 3, std=(0.5,) * 3, age_size=96).eval()
+    larger.load_state_dict(native.state_dict())
+    seen = []
+    larger.age_net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[-1]))
+    with torch.no_grad():
+        (emb_native, logits_native, _), (emb_larger, logits_larger, _) = native(x), larger(x)
+    assert seen == [96] and native.age_size == 64
+    assert torch.allclose(emb_native[:, 256:], emb_larger[:, 256:])  # the gender network still sees 32 px
+    assert not torch.allclose(logits_native[:, 5:], logits_larger[:, 5:])
+    model, _ = build_model({"backbone": "none", "face_experts": True, "face_experts_age_size": 96, "head": "multi"}, {"size": 96})
+    assert model.experts.age_size == 96

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from maskcls.models import build_model
 from maskcls.optim import create_optimizer
 from maskcls.scheduler import create_scheduler
 from maskcls.train import train
+from maskcls.train.engine import split_data
 from maskcls.train.mix import mix_batch
 from maskcls.train.run import load_checkpoint, save_checkpoint
 
@@ -229,3 +231,32 @@ def test_train_cli_with_config_file_and_overrides(demo_root, tmp_path):
     assert saved["train"]["lr"] == pytest.approx(1e-3) and saved["model"]["backbone"] == "resnet10t"
     bad = subprocess.run([sys.executable, "-m", "maskcls", "train", "--config", str(config), "train.lr"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "maskcls: error: override 'train.lr': write it as dotted.key=value, e.g. train.lr=0.001"
+
+
+def test_val_fraction_zero_trains_on_every_person_and_keeps_the_last_epoch(tiny_cfg, demo_root):
+    result = train(tiny_cfg("name=all", "data.val_fraction=0"), progress=False)
+    run_dir = Path(result["run_dir"])
+    assert not result["validated"] and result["best_epoch"] == 1
+    assert not (run_dir / "val_probs.npy").exists()
+    assert [r["epoch"] for r in metrics_rows(run_dir)] == [0, 1]
+    assert "val_macro_f1" not in metrics_rows(run_dir)[0]
+    best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
+    assert best["epoch"] == 1 and best["val"] == {}
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    n_persons = len(pd.read_csv(demo_root / "train" / "train.csv"))
+    assert len(pd.read_csv(run_dir / "val_images.csv")) == 0
+    assert split_data(tiny_cfg("data.val_fraction=0"))[1]["path"].nunique() == n_persons
+
+
+@pytest.mark.parametrize("overrides", [("train.scheduler=plateau",), ("train.early_stop=2",)])
+def test_no_validation_rejects_settings_that_follow_validation(tiny_cfg, overrides):
+    with pytest.raises(MaskclsError, match=r"data.val_fraction=0 trains without validation"):
+        train(tiny_cfg("data.val_fraction=0", *overrides), progress=False)
+
+
+def test_split_seed_alone_decides_the_holdout(tiny_cfg):
+    def val_persons(*overrides):
+        return set(split_data(tiny_cfg(*overrides))[2]["path"])
+
+    assert val_persons("seed=0") == val_persons("seed=5")
+    assert val_persons("data.split_seed=0") != val_persons("data.split_seed=1")

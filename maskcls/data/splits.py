@@ -27,9 +27,12 @@ def person_folds(persons: pd.DataFrame, n_folds: int, seed: int = 0) -> np.ndarr
 
 
 def holdout_split(persons: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, val) over person rows; val is one fold of round(1/val_fraction)."""
+    """Boolean masks (train, val) over person rows; val is one fold of round(1/val_fraction).
+    val_fraction=0 trains on every person (no validation)."""
+    if val_fraction == 0:
+        return np.ones(len(persons), dtype=bool), np.zeros(len(persons), dtype=bool)
     if not 0 < val_fraction < 0.5:
-        raise MaskclsError(f"val_fraction={val_fraction}: must be between 0 and 0.5")
+        raise MaskclsError(f"val_fraction={val_fraction}: must be 0 (train on every person) or between 0 and 0.5")
     folds = person_folds(persons, max(2, round(1 / val_fraction)), seed)
     val = folds == 0
     return ~val, val

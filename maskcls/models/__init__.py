@@ -147,7 +147,7 @@ def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DE
     pre = Preprocess.from_config(preprocess_cfg or {}, mean, std)
     if model_cfg.get("face_features"):
         features, num_features = ConcatFeatures(features, FaceAttributeFeatures(pre)), num_features + FACE_FEATURES
-    experts = FaceExperts(pre.mean, pre.std, age_cuts) if use_experts else None
+    experts = FaceExperts(pre.mean, pre.std, age_cuts, int(model_cfg.get("face_experts_age_size", 0))) if use_experts else None
     model = MaskClassifier(features, num_features + (EXPERT_EMBEDDING if experts else 0), layout, float(model_cfg.get("drop_rate", 0.0)),
                            frozen=mode != "finetune", hidden=int(model_cfg.get("head_hidden", 0)), experts=experts)
     return model, pre

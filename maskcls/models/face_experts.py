@@ -56,11 +56,14 @@ class FaceExperts(nn.Module):
     The 81 one-year age-class logits (years in `age_class_years`) can be trained on exact ages.
     """
 
-    def __init__(self, mean, std, age_cuts=(30, 60)):
+    def __init__(self, mean, std, age_cuts=(30, 60), age_size: int = 0):
         super().__init__()
         models_dir = package_models_dir()
         manifest = json.loads((models_dir / "manifest.json").read_text())["models"]
         self.age_net, self.age_size = _network(models_dir, manifest["age"])
+        # The age network ends in global average pooling, so it also runs on larger inputs than
+        # the 64 px it was trained at; fine-tuning then adapts it to the finer detail.
+        self.age_size = int(age_size) or self.age_size
         self.gender_net, self.gender_size = _network(models_dir, manifest["gender"])
         for name, spec in (("age", manifest["age"]), ("gender", manifest["gender"])):
             norm = spec["input"]["normalization"]

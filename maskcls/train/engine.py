@@ -69,12 +69,12 @@ def split_data(cfg: dict):
         raise MaskclsError("data.root is not set; pass data.root=PATH (the folder holding train/train.csv)")
     data = load_train(data_cfg["root"], tuple(data_cfg["age_cuts"]), data_cfg.get("label_fixes"))
     if data_cfg.get("fold") is not None:
-        folds = person_folds(data.persons, int(data_cfg["folds"]), cfg["seed"])
+        folds = person_folds(data.persons, int(data_cfg["folds"]), int(data_cfg["split_seed"]))
         if not 0 <= int(data_cfg["fold"]) < int(data_cfg["folds"]):
             raise MaskclsError(f"data.fold={data_cfg['fold']}: must be in 0..{int(data_cfg['folds']) - 1}")
         val_persons = folds == int(data_cfg["fold"])
     else:
-        val_persons = holdout_split(data.persons, float(data_cfg["val_fraction"]), cfg["seed"])[1]
+        val_persons = holdout_split(data.persons, float(data_cfg["val_fraction"]), int(data_cfg["split_seed"]))[1]
     return data, images_of(data.images, data.persons, ~val_persons), images_of(data.images, data.persons, val_persons)
 
 
@@ -117,6 +117,11 @@ def evaluate_probs(probs: np.ndarray, labels: np.ndarray) -> dict:
     return score(labels, probs.argmax(1))
 
 
+def validates(cfg: dict) -> bool:
+    """False for a final run on every person (data.val_fraction=0, no fold): its last epoch is kept."""
+    return cfg["data"].get("fold") is not None or float(cfg["data"]["val_fraction"]) > 0
+
+
 def check_settings(cfg: dict) -> None:
     """Fail on a misspelt choice before any folder is made or photo is read."""
     t_cfg = cfg["train"]
@@ -132,6 +137,9 @@ def check_settings(cfg: dict) -> None:
     MaskLoss(head_layout(cfg["model"]["head"], bool(cfg["model"]["age_ordinal"])), t_cfg["loss"])
     if float(t_cfg["age_years_weight"]) and not cfg["model"]["face_experts"]:
         raise MaskclsError("train.age_years_weight needs model.face_experts=true (their age network has one class per year)")
+    if not validates(cfg) and (t_cfg["scheduler"] == "plateau" or int(t_cfg["early_stop"])):
+        raise MaskclsError("data.val_fraction=0 trains without validation, so train.scheduler=plateau and train.early_stop "
+                           "have no macro-F1 to follow; use a cosine or step schedule and early_stop=0")
     check_backends(cfg["tracking"])
 
 
@@ -211,6 +219,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     tracker = Tracker(run_dir, cfg["tracking"], cfg)
     meta = {"config": cfg, "preprocess": pre.to_dict(), "layout": model.layout, "age_cuts": list(cfg["data"]["age_cuts"])}
 
+    validating = validates(cfg)
     for epoch in range(start_epoch, epochs):
         t0, seen, loss_sum, batches = time.time(), 0, 0.0, 0
         model.train()
@@ -275,20 +284,23 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         train_time = time.time() - t0
 
         eval_model = ema.module if ema is not None else model
-        if probe:
-            eval_model.eval()
-            with torch.no_grad():
-                val_probs = class_probs(eval_model.forward_head(val_x.to(device)), model.layout).cpu().numpy()
-        else:
-            val_probs = predict_probs(eval_model, pre, val_images["file"], batch_size=max(batch_size, 64),
-                                      num_workers=int(cfg["data"]["num_workers"]), amp=t_cfg["amp"], device=device,
-                                      progress=progress, desc="validate")
-        val = evaluate_probs(val_probs, val_labels)
+        val_probs, val = None, {}
+        if validating:
+            if probe:
+                eval_model.eval()
+                with torch.no_grad():
+                    val_probs = class_probs(eval_model.forward_head(val_x.to(device)), model.layout).cpu().numpy()
+            else:
+                val_probs = predict_probs(eval_model, pre, val_images["file"], batch_size=max(batch_size, 64),
+                                          num_workers=int(cfg["data"]["num_workers"]), amp=t_cfg["amp"], device=device,
+                                          progress=progress, desc="validate")
+            val = evaluate_probs(val_probs, val_labels)
         if not step_per_batch:
             scheduler.step(val["macro_f1"]) if t_cfg["scheduler"] == "plateau" else scheduler.step()
-        improved = val["macro_f1"] > best_f1
+        # Without validation every epoch "improves": best.pt is the last epoch's model.
+        improved = not validating or val["macro_f1"] > best_f1
         if improved:
-            best_f1, best_epoch, stale_epochs = val["macro_f1"], epoch, 0
+            best_f1, best_epoch, stale_epochs = val.get("macro_f1", float("nan")), epoch, 0
         else:
             stale_epochs += 1
         row = {"epoch": epoch, "train_loss": loss_sum / max(batches, 1), "lr": optimizer.param_groups[-1]["lr"],
@@ -299,19 +311,22 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
             import torchvision
 
             tracker.images("train/batch", torchvision.utils.make_grid(x[:16].float().cpu(), normalize=True), epoch)
-        if improved:
+        if improved and validating:
             tracker.figure("val/confusion", confusion_figure(confusion(val_labels, val_probs.argmax(1)), CLASS_LABELS, "validation confusion"), epoch)
 
         weights = {"model": eval_model.state_dict(), **meta, "epoch": epoch, "val": val}
         if improved:
             save_checkpoint(weights, run_dir / "best.pt")
-            np.save(run_dir / "val_probs.npy", val_probs)
+            if validating:
+                np.save(run_dir / "val_probs.npy", val_probs)
         save_checkpoint({
             **weights, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(),
             "best_f1": best_f1, "best_epoch": best_epoch, "stale_epochs": stale_epochs, "history": metrics_log.rows,
         }, run_dir / "last.pt")
-        if progress:
+        if progress and not validating:
+            print(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  (no validation)  {row['train_img_s']:.0f} img/s", flush=True)
+        elif progress:
             print(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  val macro-F1 {val['macro_f1']:.4f}  "
                   f"acc {val['accuracy']:.4f}  (mask {val['mask_f1']:.3f} gender {val['gender_f1']:.3f} age {val['age_f1']:.3f})  "
                   f"{row['train_img_s']:.0f} img/s", flush=True)
@@ -324,7 +339,8 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     tracker.hparams({k: str(v) for k, v in flat(cfg).items()}, {"hparam/best_macro_f1": best_f1})
     tracker.close()
     val_images.to_csv(run_dir / "val_images.csv", index=False)  # the rows val_probs.npy refers to
-    return {"run_dir": str(run_dir), "best_macro_f1": best_f1, "best_epoch": best_epoch, "epochs_run": len(metrics_log.rows)}
+    return {"run_dir": str(run_dir), "best_macro_f1": best_f1, "best_epoch": best_epoch, "epochs_run": len(metrics_log.rows),
+            "validated": validating}
 
 
 def flat(cfg: dict, prefix: str = "") -> dict:
