@@ -26,7 +26,8 @@ def member_oof(member) -> tuple[pd.DataFrame, np.ndarray]:
     for images_csv, probs_npy in (("oof_images.csv", "oof_probs.npy"), ("val_images.csv", "val_probs.npy")):
         if (member / images_csv).is_file() and (member / probs_npy).is_file():
             return pd.read_csv(member / images_csv, dtype={"id": str}), np.load(member / probs_npy)
-    raise MaskclsError(f"{member}: no oof_probs.npy (CV folder) or val_probs.npy (run folder) to fit on; drop --fit-weights/--tune-offsets or pass CV folders")
+    raise MaskclsError(f"{member}: no oof_probs.npy (CV folder) or val_probs.npy (run folder; none when trained on every person) to fit on; "
+                       "drop --fit-weights/--tune-offsets or pass CV folders")
 
 
 def aligned_oof(members) -> tuple[pd.DataFrame, list[np.ndarray]]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from maskcls.config import load_config
+from maskcls.ensemble_spec import build_ensemble
 from maskcls.errors import MaskclsError
 from maskcls.models import build_model
 from maskcls.optim import create_optimizer
@@ -246,6 +247,8 @@ def test_val_fraction_zero_trains_on_every_person_and_keeps_the_last_epoch(tiny_
     n_persons = len(pd.read_csv(demo_root / "train" / "train.csv"))
     assert len(pd.read_csv(run_dir / "val_images.csv")) == 0
     assert split_data(tiny_cfg("data.val_fraction=0"))[1]["path"].nunique() == n_persons
+    with pytest.raises(MaskclsError, match=r"none when trained on every person"):
+        build_ensemble([run_dir], run_dir.parent / "ensemble", fit_weights=True)
 
 
 @pytest.mark.parametrize("overrides", [("train.scheduler=plateau",), ("train.early_stop=2",)])
