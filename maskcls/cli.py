@@ -72,7 +72,7 @@ def cmd_predict(args):
     if not members:
         raise MaskclsError("predict: name at least one run folder, CV folder or checkpoint, or --ensemble FILE")
     result = predict(members, args.data, args.out, args.tta, method, weights, offsets, args.batch_size, progress=not args.quiet,
-                     by_person=by_person)
+                     by_person=by_person, mask_weights=args.mask_weights)
     print(f"submission {result['submission']} (checked); probabilities {result['probs']}; metadata {result['meta']}")
 
 
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--ensemble", help="ensemble.json written by `maskcls ensemble`")
     command.add_argument("--by-person", action="store_true",
                          help="group the eval photos into persons (7 each) and make each person's photos agree on gender and age")
+    command.add_argument("--mask-weights", type=float, nargs="+", metavar="W",
+                         help="one weight per member for the mask alone, e.g. 0 0 0 1 to take the mask from the fourth")
     command.add_argument("--batch-size", type=int, default=64)
 
     command = add("check-submission", cmd_check_submission, "verify a submission against info.csv")

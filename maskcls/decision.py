@@ -175,11 +175,7 @@ def person_consistency(probs, groups, weighting: str = "information") -> np.ndar
         raise MaskclsError(f"groups: expected one person id per row ({len(probs)}), got shape {groups.shape}")
     if weighting not in ("information", "uniform"):
         raise MaskclsError(f"weighting={weighting!r}: use 'information' or 'uniform'")
-    # class = mask*6 + (gender*3 + age), so axis 1 is the mask and axis 2 the gender x age cell.
-    joint = probs.reshape(len(probs), N_MASK, N_GENDER_AGE)
-    joint = joint / np.clip(joint.sum(axis=(1, 2), keepdims=True), PROB_FLOOR, None)
-    mask_marginal = joint.sum(axis=2)
-    gender_age = joint.sum(axis=1)
+    mask_marginal, gender_age = mask_and_gender_age(probs)
     if weighting == "information":
         entropy = -np.sum(gender_age * _log_probs(gender_age), axis=1)
         # The small floor keeps a person whose photos are all uniform from dividing by zero.
@@ -191,8 +187,20 @@ def person_consistency(probs, groups, weighting: str = "information") -> np.ndar
     person_sum = np.zeros((n_persons, N_GENDER_AGE))
     np.add.at(person_sum, person, weight[:, None] * gender_age)
     person_gender_age = person_sum / person_sum.sum(axis=1, keepdims=True)
-    combined = mask_marginal[:, :, None] * person_gender_age[person][:, None, :]
-    return combined.reshape(len(probs), NUM_CLASSES)
+    return joint_probs(mask_marginal, person_gender_age[person])
+
+
+def mask_and_gender_age(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (N,3) mask and (N,6) gender x age marginals of (N,18) probabilities."""
+    # class = mask*6 + (gender*3 + age), so axis 1 is the mask and axis 2 the gender x age cell.
+    joint = probs.reshape(len(probs), N_MASK, N_GENDER_AGE)
+    joint = joint / np.clip(joint.sum(axis=(1, 2), keepdims=True), PROB_FLOOR, None)
+    return joint.sum(axis=2), joint.sum(axis=1)
+
+
+def joint_probs(mask_marginal: np.ndarray, gender_age: np.ndarray) -> np.ndarray:
+    """(N,18) probabilities from the two marginals, taken as independent."""
+    return (mask_marginal[:, :, None] * gender_age[:, None, :]).reshape(len(mask_marginal), NUM_CLASSES)
 
 
 def group_by_embedding(embeddings, threshold: float | None = None, n_groups: int | None = None, linkage: str = "average") -> np.ndarray:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .data.layout import EVAL_COLUMNS, load_eval
 from .data.transforms import Preprocess, read_rgb
-from .decision import apply_offsets, group_by_embedding, person_consistency
+from .decision import apply_offsets, group_by_embedding, joint_probs, mask_and_gender_age, person_consistency
 from .ensemble import hard_vote, soft_vote
 from .errors import MaskclsError
 from .inference import pick_device, predict_probs
@@ -89,16 +89,22 @@ def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarra
     return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
 
 
-def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None, offsets=None, groups=None) -> tuple[np.ndarray, np.ndarray]:
+def combine(members_probs: list[np.ndarray], method: str = "soft", weights=None, offsets=None, groups=None,
+            mask_weights=None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) from the members' probabilities; `groups` (person ids) make each
-    person's photos agree on gender and age."""
+    person's photos agree on gender and age. `mask_weights` (soft voting) give the mask its own
+    vote, e.g. only the members that see the photo at full size; gender x age keep `weights`."""
     if method not in ("soft", "hard"):
         raise MaskclsError(f"method={method!r}: choose soft or hard")
     if method == "hard":
+        if mask_weights is not None:
+            raise MaskclsError("mask weights apply to soft voting; use --method soft")
         if groups is not None:
             members_probs = [person_consistency(p, groups) for p in members_probs]
         return hard_vote(members_probs), soft_vote(members_probs, weights)
     probs = soft_vote(members_probs, weights)
+    if mask_weights is not None:
+        probs = joint_probs(mask_and_gender_age(soft_vote(members_probs, mask_weights))[0], mask_and_gender_age(probs)[1])
     if groups is not None:
         # After the vote, so each photo's weight in its person reflects the ensemble's confidence.
         probs = person_consistency(probs, groups)
@@ -117,12 +123,12 @@ def write_submission(info: pd.DataFrame, labels: np.ndarray, out_csv) -> Path:
 
 
 def predict(members, data, out_csv, tta="none", method="soft", weights=None, offsets=None, batch_size=64,
-            num_workers=2, progress=True, by_person: bool = False) -> dict:
+            num_workers=2, progress=True, by_person: bool = False, mask_weights=None) -> dict:
     """Predict the eval set in `data` with the members; write the submission, probs and metadata."""
     evaluation = load_eval(data)
     results = [member_probs(m, evaluation.files, tta, batch_size, num_workers, progress) for m in members]
     groups = person_groups(evaluation.files) if by_person else None
-    labels, probs = combine([probs for probs, _ in results], method, weights, offsets, groups)
+    labels, probs = combine([probs for probs, _ in results], method, weights, offsets, groups, mask_weights)
     out_csv = write_submission(evaluation.info, labels, out_csv)
     stem = out_csv.with_suffix("")
     np.save(f"{stem}.probs.npy", probs.astype(np.float32))
@@ -130,6 +136,7 @@ def predict(members, data, out_csv, tta="none", method="soft", weights=None, off
         "members": [str(m) for m in members], "tta": tta, "method": method,
         "weights": None if weights is None else list(map(float, weights)),
         "offsets": None if offsets is None else list(map(float, offsets)),
+        "mask_weights": None if mask_weights is None else list(map(float, mask_weights)),
         "preprocess": [pre for _, preprocessing in results for pre in preprocessing],
         "by_person": by_person,
         "rows": len(labels), "info": str(evaluation.root / "info.csv"),

@@ -182,3 +182,22 @@ def test_group_by_embedding_finds_persons():
         assert len(set(found.tolist())) == 4
     with pytest.raises(MaskclsError, match="exactly one"):
         group_by_embedding(embeddings)
+
+
+def test_mask_weights_take_the_mask_from_chosen_members_and_keep_the_vote_elsewhere():
+    from maskcls.predict import combine
+
+    female_old = np.array([0.0, 0.0, 0.05, 0.0, 0.05, 0.9])
+    male_young = np.array([0.9, 0.05, 0.05, 0.0, 0.0, 0.0])
+    low_res = photo_probs([0.2, 0.7, 0.1], female_old)  # confident about gender x age, wrong about the mask
+    full_res = photo_probs([0.9, 0.05, 0.05], male_young * 0.3 + female_old * 0.7)
+    members = [low_res[None], low_res[None], full_res[None]]
+    plain_labels, plain = combine(members)
+    labels, probs = combine(members, mask_weights=[0, 0, 1])
+    assert decode(plain_labels)[0][0] == 1 and decode(labels)[0][0] == 0  # incorrect -> wear
+    np.testing.assert_allclose(probs.reshape(3, 6).sum(0), plain.reshape(3, 6).sum(0))  # gender x age: the plain vote
+    np.testing.assert_allclose(probs.reshape(3, 6).sum(1), [0.9, 0.05, 0.05])
+    with pytest.raises(MaskclsError, match="mask weights apply to soft voting"):
+        combine(members, "hard", mask_weights=[0, 0, 1])
+    with pytest.raises(MaskclsError, match="expected 3 weights"):
+        combine(members, mask_weights=[1, 0])

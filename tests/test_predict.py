@@ -146,6 +146,15 @@ def test_ensemble_fits_on_oof_and_predict_applies_it(cv_dir, trained_run, demo_r
         build_ensemble([cv_dir, trained_run], tmp_path / "ens2", fit_weights=True)
 
 
+def test_predict_cli_mask_weights(trained_run, cv_dir, demo_root, tmp_path):
+    out = tmp_path / "mask.csv"
+    subprocess.run([sys.executable, "-m", "maskcls", "-q", "predict", str(trained_run), str(cv_dir), "--data", str(demo_root / "eval"),
+                    "--out", str(out), "--mask-weights", "1", "0"], check=True, capture_output=True)
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["mask_weights"] == [1.0, 0.0]
+    assert "OK" in check_submission(out, demo_root / "eval" / "info.csv")
+
+
 def test_hard_vote_members(trained_run, cv_dir, demo_root, tmp_path):
     result = predict([trained_run, cv_dir], demo_root / "eval", tmp_path / "hard.csv", method="hard", progress=False)
     assert "OK" in check_submission(result["submission"], demo_root / "eval" / "info.csv")
