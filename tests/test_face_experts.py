@@ -1,4 +1,6 @@
 """The fine-tunable face experts reproduce the packaged ONNX networks and train."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,8 +112,43 @@ def test_training_with_face_experts_and_exact_ages(tiny_cfg):
     result = train(tiny_cfg("name=experts", "train.epochs=1", "model.backbone=none", "model.face_experts=true",
                             "train.age_years_weight=0.5", "train.mix=cutmix", "train.mix_prob=1.0"), progress=False)
     assert result["epochs_run"] == 1 and 0.0 <= result["best_macro_f1"] <= 1.0
-    with pytest.raises(MaskclsError, match="age_years_weight needs model.face_experts=true"):
+    with pytest.raises(MaskclsError, match="age_years_weight needs one-year age classes"):
         train(tiny_cfg("name=no-experts", "train.age_years_weight=0.5"), progress=False)
+
+
+def test_backbone_age_years_head_feeds_the_age_prediction():
+    torch.manual_seed(0)
+    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "age_years": True}, {"size": 64})
+    model.eval()
+    torch.nn.init.zeros_(model.head[1].weight), torch.nn.init.zeros_(model.head[1].bias)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        logits, year_logits = model(x, with_age_years=True)
+    assert year_logits.shape == (3, 81) and torch.equal(model.age_class_years, torch.arange(81).float())
+    # With the age head silent, the age groups are the year distribution summed over each group.
+    years = year_logits.softmax(1)
+    expected = torch.stack([years[:, :30].sum(1), years[:, 30:60].sum(1), years[:, 60:].sum(1)], 1)
+    assert torch.allclose(logits[:, 5:].softmax(1), expected, atol=1e-5)
+    assert torch.equal(logits[:, :5], torch.zeros(3, 5))  # mask and gender heads are untouched
+
+
+@pytest.mark.parametrize("model_cfg", [{"face_experts": True}, {"head": "single"}, {"age_ordinal": True}])
+def test_age_years_head_settings_are_checked(model_cfg):
+    with pytest.raises(MaskclsError, match="model.age_years=true needs"):
+        build_model({"backbone": "resnet10t", "weights": "none", "age_years": True, **model_cfg}, {"size": 64})
+
+
+@pytest.mark.parametrize("mode", ["finetune", "probe"])
+def test_training_a_backbone_on_exact_ages(tiny_cfg, mode):
+    from maskcls.train import train
+    result = train(tiny_cfg(f"name=years-{mode}", "train.epochs=1", "train.probe_epochs=1", f"model.mode={mode}", "model.age_years=true",
+                            "train.age_years_weight=0.5", "train.mix=mixup", "train.mix_prob=1.0"), progress=False)
+    assert result["epochs_run"] == 1 and 0.0 <= result["best_macro_f1"] <= 1.0
+    from maskcls.predict import load_model
+    model, _, checkpoint = load_model(Path(result["run_dir"]) / "best.pt", "cpu")  # rebuilt from the run alone
+    untrained, _ = build_model({**checkpoint["config"]["model"], "weights": "none"}, checkpoint["config"]["preprocess"])
+    assert model.age_years is not None
+    assert not torch.allclose(model.age_years.linear.bias, untrained.age_years.linear.bias)  # the exact ages were learned
 
 
 def test_age_expert_runs_at_a_larger_input_size():

@@ -11,11 +11,15 @@ preprocessed photo as the backbone, so training and prediction can't diverge.
 `model.face_experts=true` fine-tunes those networks instead (`FaceExperts`): their pretrained
 gender and age outputs are added to the gender and age head logits, their embeddings join the
 head's input. With `model.backbone=none` they are the whole model, a cheap 64 px face model.
+
+`model.age_years=true` gives a backbone the same kind of one-year age output (`AgeYearsHead`), so
+`train.age_years_weight` can teach it the exact ages of train.csv.
 """
 from __future__ import annotations
 
 import timm.utils
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.transforms import Preprocess
@@ -23,7 +27,7 @@ from ..errors import MaskclsError
 from ..labels import DEFAULT_AGE_CUTS
 from .backbones import create_backbone
 from .face_experts import EXPERT_EMBEDDING, FaceExperts
-from .heads import class_probs, head_layout
+from .heads import AgeYearsHead, class_probs, head_layout
 
 MODES = ("finetune", "freeze", "probe")
 
@@ -65,10 +69,11 @@ FACE_FEATURES = 1 + 1 + 81 + 16 + 256  # see FaceAttributeModels.features
 
 class MaskClassifier(nn.Module):
     def __init__(self, backbone: nn.Module | None, num_features: int, layout, drop_rate: float = 0.0, frozen: bool = False,
-                 hidden: int = 0, experts: FaceExperts | None = None):
+                 hidden: int = 0, experts: FaceExperts | None = None, age_years: AgeYearsHead | None = None):
         super().__init__()
         self.backbone = backbone
         self.experts = experts
+        self.age_years = age_years
         self.layout = layout
         self.frozen = frozen
         self.dropout = nn.Dropout(drop_rate)
@@ -88,15 +93,28 @@ class MaskClassifier(nn.Module):
     def forward_features(self, x):
         return self.backbone(x)
 
-    def forward_head(self, features):
-        return self.head(self.dropout(features))
+    @property
+    def age_class_years(self) -> torch.Tensor | None:
+        """Years of the one-year age classes (face experts or `AgeYearsHead`), None without any."""
+        source = self.experts if self.experts is not None else self.age_years
+        return None if source is None else source.age_class_years
+
+    def forward_head(self, features, with_age_years: bool = False):
+        """Head logits from features; with_age_years=True also returns the one-year age-class logits."""
+        features = self.dropout(features)
+        logits = self.head(features)
+        if self.age_years is None:
+            if with_age_years:
+                raise MaskclsError("exact-age training needs model.face_experts=true or model.age_years=true")
+            return logits
+        year_logits, age_log_probs = self.age_years(features)
+        logits = logits + F.pad(age_log_probs, (logits.shape[1] - 3, 0))  # the age head is last in the layout
+        return (logits, year_logits) if with_age_years else logits
 
     def forward(self, x, with_age_years: bool = False):
-        """Head logits; with_age_years=True also returns the face experts' 81 age-class logits."""
+        """Head logits; with_age_years=True also returns the one-year age-class logits."""
         if self.experts is None:
-            if with_age_years:
-                raise MaskclsError("exact-age training needs model.face_experts=true")
-            return self.forward_head(self.forward_features(x))
+            return self.forward_head(self.forward_features(x), with_age_years)
         expert_features, expert_logits, age_year_logits = self.experts(x)
         features = expert_features if self.backbone is None else torch.cat([self.forward_features(x).float(), expert_features], 1)
         logits = self.forward_head(features) + expert_logits
@@ -136,6 +154,10 @@ def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DE
     if use_experts and (mode == "probe" or [name for name, _, _ in layout] != ["mask", "gender", "age"] or model_cfg.get("face_features")):
         raise MaskclsError("model.face_experts=true trains the face networks: it needs model.head=multi (not ordinal), "
                            "model.mode finetune or freeze, and model.face_features=false")
+    if model_cfg.get("age_years") and (use_experts or [name for name, _, kind in layout] != ["mask", "gender", "age"]
+                                       or layout[2][2] != "softmax"):
+        raise MaskclsError("model.age_years=true needs model.head=multi without age_ordinal, and no model.face_experts "
+                           "(the face experts already have one-year age classes)")
     if backbone_name == "none":
         if not use_experts:
             raise MaskclsError("model.backbone=none needs model.face_experts=true (the face networks are then the whole model)")
@@ -148,6 +170,8 @@ def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DE
     if model_cfg.get("face_features"):
         features, num_features = ConcatFeatures(features, FaceAttributeFeatures(pre)), num_features + FACE_FEATURES
     experts = FaceExperts(pre.mean, pre.std, age_cuts, int(model_cfg.get("face_experts_age_size", 0))) if use_experts else None
-    model = MaskClassifier(features, num_features + (EXPERT_EMBEDDING if experts else 0), layout, float(model_cfg.get("drop_rate", 0.0)),
-                           frozen=mode != "finetune", hidden=int(model_cfg.get("head_hidden", 0)), experts=experts)
+    num_features += EXPERT_EMBEDDING if experts else 0
+    age_years = AgeYearsHead(num_features, age_cuts) if model_cfg.get("age_years") else None
+    model = MaskClassifier(features, num_features, layout, float(model_cfg.get("drop_rate", 0.0)), frozen=mode != "finetune",
+                           hidden=int(model_cfg.get("head_hidden", 0)), experts=experts, age_years=age_years)
     return model, pre

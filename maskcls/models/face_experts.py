@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .face_features import final_layer_tensors, package_models_dir
+from .heads import age_group_log_masks, age_group_log_probs
 from .onnx_graph import OnnxGraphNet
 
 EXPERT_EMBEDDING = 256 + 16  # age network, gender network
@@ -38,15 +38,6 @@ def _network(models_dir, spec: dict) -> tuple[OnnxGraphNet, int]:
     graph = onnx.load(str(path)).graph
     embedding, logits = final_layer_tensors(graph, spec["output"]["name"])
     return OnnxGraphNet(graph, outputs=(embedding, logits), source=str(path)), int(spec["input"]["shape"][-1])
-
-
-def age_group_log_masks(age_class_years, cuts) -> torch.Tensor:
-    """(3, n_classes): 0 where an age class belongs to the group, -inf elsewhere."""
-    group = np.digitize(np.asarray(age_class_years), list(cuts))
-    masks = torch.full((3, len(group)), float("-inf"))
-    for g in range(3):
-        masks[g, group == g] = 0.0
-    return masks
 
 
 class FaceExperts(nn.Module):
@@ -87,7 +78,7 @@ class FaceExperts(nn.Module):
             rgb255 = (x.float() * self.std + self.mean).clamp(0, 1) * 255
             age_embedding, age_logits = self.age_net(self._input(rgb255, "age", self.age_size))
             gender_embedding, gender_logits = self.gender_net(self._input(rgb255, "gender", self.gender_size))
-            age_log_probs = torch.logsumexp(age_logits.log_softmax(1)[:, None, :] + self.age_groups, dim=2)
+            age_log_probs = age_group_log_probs(age_logits, self.age_groups)
             mask_logits = torch.zeros(len(x), 3, device=x.device)
             logits = torch.cat([mask_logits, gender_logits[:, MALE_FEMALE], age_log_probs], dim=1)
             return torch.cat([age_embedding, gender_embedding], dim=1), logits, age_logits

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from ..errors import MaskclsError
 
 HEAD_LAYOUTS = {
@@ -57,3 +59,39 @@ def marginal_targets(target18: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-head soft targets from (B,18) soft class targets (mixup/CutMix-ready)."""
     cube = target18.reshape(-1, 3, 2, 3)
     return {"class": target18, "mask": cube.sum((2, 3)), "gender": cube.sum((1, 3)), "age": cube.sum((1, 2))}
+
+
+AGE_YEAR_CLASSES = tuple(range(81))  # one class per year, 0..80, as the face experts' age network has
+
+
+def age_group_log_masks(age_class_years, cuts) -> torch.Tensor:
+    """(3, n_classes): 0 where an age class belongs to the group, -inf elsewhere."""
+    group = torch.bucketize(torch.as_tensor(age_class_years, dtype=torch.float32), torch.tensor(cuts, dtype=torch.float32), right=True)
+    masks = torch.full((3, len(group)), float("-inf"))
+    for g in range(3):
+        masks[g, group == g] = 0.0
+    return masks
+
+
+class AgeYearsHead(nn.Module):
+    """One-year age classes on the backbone's features, for exact-age training (`model.age_years`).
+
+    Their distribution, summed into the three age groups (log-probabilities), is added to the age
+    head's logits, so what the exact ages teach reaches the 18-class prediction: a 29-year-old and
+    a 31-year-old are near neighbours here, not two unrelated classes.
+    """
+
+    def __init__(self, num_features: int, age_cuts, class_years=AGE_YEAR_CLASSES):
+        super().__init__()
+        self.linear = nn.Linear(num_features, len(class_years))
+        self.register_buffer("age_class_years", torch.tensor(class_years, dtype=torch.float32), persistent=False)
+        self.register_buffer("age_groups", age_group_log_masks(class_years, age_cuts), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(year logits (B, n_classes), age-group log-probabilities (B, 3))."""
+        year_logits = self.linear(features).float()
+        return year_logits, age_group_log_probs(year_logits, self.age_groups)
+
+
+def age_group_log_probs(year_logits: torch.Tensor, age_groups: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(year_logits.log_softmax(1)[:, None, :] + age_groups, dim=2)

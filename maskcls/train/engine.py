@@ -135,8 +135,8 @@ def check_settings(cfg: dict) -> None:
         if value not in allowed:
             raise MaskclsError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
     MaskLoss(head_layout(cfg["model"]["head"], bool(cfg["model"]["age_ordinal"])), t_cfg["loss"])
-    if float(t_cfg["age_years_weight"]) and not cfg["model"]["face_experts"]:
-        raise MaskclsError("train.age_years_weight needs model.face_experts=true (their age network has one class per year)")
+    if float(t_cfg["age_years_weight"]) and not (cfg["model"]["face_experts"] or cfg["model"]["age_years"]):
+        raise MaskclsError("train.age_years_weight needs one-year age classes: model.face_experts=true or model.age_years=true")
     if not validates(cfg) and (t_cfg["scheduler"] == "plateau" or int(t_cfg["early_stop"])):
         raise MaskclsError("data.val_fraction=0 trains without validation, so train.scheduler=plateau and train.early_stop "
                            "have no macro-F1 to follow; use a cosine or step schedule and early_stop=0")
@@ -176,6 +176,8 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
     train_labels, val_labels = train_images["label"].to_numpy(), val_images["label"].to_numpy()
     probe = cfg["model"]["mode"] == "probe"
     age_years_weight = float(t_cfg["age_years_weight"])
+    # With exact-age training each photo's target row is (class, age in years).
+    train_targets = np.stack([train_labels, train_images["age"].to_numpy()], 1) if age_years_weight else train_labels
 
     if probe:
         # Embed once (cached across runs), then the head trains on features: seconds per epoch.
@@ -186,8 +188,6 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         steps_per_epoch = max(1, len(train_x) // batch_size)
         epochs = int(t_cfg["probe_epochs"])
     else:
-        # With exact-age training each photo's target row is (class, age in years).
-        train_targets = np.stack([train_labels, train_images["age"].to_numpy()], 1) if age_years_weight else train_labels
         train_ds = PhotoDataset(train_images["file"], train_targets, pre, cfg["augment"]["preset"], cfg["seed"])
         steps_per_epoch = max(1, len(train_ds) // batch_size // accum)
         epochs = int(t_cfg["epochs"])
@@ -227,7 +227,7 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
         if probe:
             order = torch.randperm(len(train_x), generator=seeded_generator(cfg["seed"], epoch))
             # Full batches only, like drop_last: the head's BatchNorm can't train on a batch of one.
-            batches_iter = [(train_x[idx], torch.as_tensor(train_labels[idx.numpy()])) for idx in order.split(batch_size) if len(idx) == batch_size]
+            batches_iter = [(train_x[idx], torch.as_tensor(train_targets[idx.numpy()])) for idx in order.split(batch_size) if len(idx) == batch_size]
         else:
             train_ds.set_epoch(epoch)
             sampler = None
@@ -245,14 +245,14 @@ def train(cfg: dict | None = None, resume: str | Path | None = None, on_epoch_en
             x, y = x.to(device, non_blocking=True), y.to(device)
             target = F.one_hot(y[:, 0] if y.ndim == 2 else y, 18).float()
             if age_years_weight:  # mixed along with the class target by mixup/CutMix
-                year_targets = age_year_targets(y[:, 1], model.experts.age_class_years, float(t_cfg["age_years_sigma"]), AGE_CAP)
+                year_targets = age_year_targets(y[:, 1], model.age_class_years, float(t_cfg["age_years_sigma"]), AGE_CAP)
                 target = torch.cat([target, year_targets], 1)
             if not probe:
                 x = x.contiguous(memory_format=torch.channels_last) if t_cfg["channels_last"] else x
                 x, target = mix_batch(x, target, t_cfg["mix"], float(t_cfg["mix_alpha"]), float(t_cfg["mix_prob"]), mix_rng)
             with autocast(device, t_cfg["amp"]):
                 if age_years_weight:
-                    logits, age_year_logits = model(x, with_age_years=True)
+                    logits, age_year_logits = model.forward_head(x, True) if probe else model(x, with_age_years=True)
                 else:
                     logits = model.forward_head(x) if probe else model(x)
             loss = criterion(logits.float(), target[:, :18])
