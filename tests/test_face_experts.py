@@ -7,9 +7,9 @@ import torch
 
 from maskcls.errors import MaskclsError
 from maskcls.models import build_model
-from maskcls.models.face_experts import FaceExperts, age_group_log_masks
+from maskcls.models.face_experts import FaceExperts
 from maskcls.models.face_features import FaceAttributeModels
-from maskcls.models.heads import class_probs
+from maskcls.models.heads import age_group_log_masks, class_probs
 from maskcls.models.onnx_graph import OnnxGraphNet
 
 
