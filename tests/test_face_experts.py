@@ -77,6 +77,7 @@ def test_face_expert_model_trains_and_decodes():
     ({"backbone": "none"}, "needs model.face_experts=true"),
     ({"backbone": "none", "face_experts": True, "mode": "probe"}, "face_experts=true trains"),
     ({"backbone": "none", "face_experts": True, "head": "single"}, "face_experts=true trains"),
+    ({"backbone": "none", "face_experts": True, "age_ordinal": True}, "face_experts=true trains"),
 ])
 def test_face_expert_settings_are_checked(model_cfg, message):
     with pytest.raises(MaskclsError, match=message):

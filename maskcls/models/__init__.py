@@ -151,11 +151,12 @@ def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DE
     layout = head_layout(model_cfg.get("head", "multi"), bool(model_cfg.get("age_ordinal", False)))
     use_experts = bool(model_cfg.get("face_experts", False))
     backbone_name = model_cfg.get("backbone", "tf_efficientnet_lite0")
-    if use_experts and (mode == "probe" or [name for name, _, _ in layout] != ["mask", "gender", "age"] or model_cfg.get("face_features")):
+    # The face experts and the one-year age head add to plain softmax mask / gender / age heads.
+    plain_multi = [(name, kind) for name, _, kind in layout] == [("mask", "softmax"), ("gender", "softmax"), ("age", "softmax")]
+    if use_experts and (mode == "probe" or not plain_multi or model_cfg.get("face_features")):
         raise MaskclsError("model.face_experts=true trains the face networks: it needs model.head=multi (not ordinal), "
                            "model.mode finetune or freeze, and model.face_features=false")
-    if model_cfg.get("age_years") and (use_experts or [name for name, _, kind in layout] != ["mask", "gender", "age"]
-                                       or layout[2][2] != "softmax"):
+    if model_cfg.get("age_years") and (use_experts or not plain_multi):
         raise MaskclsError("model.age_years=true needs model.head=multi without age_ordinal, and no model.face_experts "
                            "(the face experts already have one-year age classes)")
     if backbone_name == "none":

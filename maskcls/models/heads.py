@@ -72,6 +72,11 @@ def age_group_log_masks(age_class_years, cuts) -> torch.Tensor:
     return masks
 
 
+def age_group_log_probs(year_logits: torch.Tensor, age_groups: torch.Tensor) -> torch.Tensor:
+    """(B, 3) age-group log-probabilities from one-year age-class logits and `age_group_log_masks`."""
+    return torch.logsumexp(year_logits.log_softmax(1)[:, None, :] + age_groups, dim=2)
+
+
 class AgeYearsHead(nn.Module):
     """One-year age classes on the backbone's features, for exact-age training (`model.age_years`).
 
@@ -90,7 +95,3 @@ class AgeYearsHead(nn.Module):
         """(year logits (B, n_classes), age-group log-probabilities (B, 3))."""
         year_logits = self.linear(features).float()
         return year_logits, age_group_log_probs(year_logits, self.age_groups)
-
-
-def age_group_log_probs(year_logits: torch.Tensor, age_groups: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(year_logits.log_softmax(1)[:, None, :] + age_groups, dim=2)
