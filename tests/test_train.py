@@ -145,6 +145,17 @@ def test_misspelt_choice_leaves_no_run_folder(tiny_cfg, tmp_path):
     train(tiny_cfg("name=typo", "train.epochs=1"), progress=False)  # the name is still free
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (("model.backbone=none",), "model.backbone=none needs model.face_experts=true"),
+    (("model.age_years=true", "model.head=single"), "model.age_years=true needs model.head=multi"),
+    (("model.face_experts=true", "model.mode=probe"), "model.face_experts=true trains the face networks"),
+])
+def test_model_settings_that_clash_leave_no_run_folder(tiny_cfg, tmp_path, overrides, message):
+    with pytest.raises(MaskclsError, match=message):
+        train(tiny_cfg("name=clash", *overrides), progress=False)
+    assert not (tmp_path / "runs" / "clash").exists()
+
+
 def test_unknown_config_key_is_an_error():
     with pytest.raises(MaskclsError, match=r"unknown config key 'train.lrr'"):
         load_config(None, ["train.lrr=0.1"])

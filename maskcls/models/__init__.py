@@ -143,14 +143,14 @@ def freeze_layers(backbone: nn.Module, names: list[str], backbone_name: str) -> 
         timm.utils.freeze(backbone, names)
 
 
-def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DEFAULT_AGE_CUTS):
-    """Return (model, preprocess): the preprocessing follows the backbone's mean/std unless set."""
+def check_model_config(model_cfg: dict) -> list:
+    """Refuse settings that can't go together, before any weights load (and before a run folder
+    is made); return the head layout."""
     mode = model_cfg.get("mode", "finetune")
     if mode not in MODES:
         raise MaskclsError(f"model.mode={mode!r}: choose one of {', '.join(MODES)}")
     layout = head_layout(model_cfg.get("head", "multi"), bool(model_cfg.get("age_ordinal", False)))
     use_experts = bool(model_cfg.get("face_experts", False))
-    backbone_name = model_cfg.get("backbone", "tf_efficientnet_lite0")
     # The face experts and the one-year age head add to plain softmax mask / gender / age heads.
     plain_multi = [(name, kind) for name, _, kind in layout] == [("mask", "softmax"), ("gender", "softmax"), ("age", "softmax")]
     if use_experts and (mode == "probe" or not plain_multi or model_cfg.get("face_features")):
@@ -159,9 +159,18 @@ def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DE
     if model_cfg.get("age_years") and (use_experts or not plain_multi):
         raise MaskclsError("model.age_years=true needs model.head=multi without age_ordinal, and no model.face_experts "
                            "(the face experts already have one-year age classes)")
+    if model_cfg.get("backbone", "tf_efficientnet_lite0") == "none" and not use_experts:
+        raise MaskclsError("model.backbone=none needs model.face_experts=true (the face networks are then the whole model)")
+    return layout
+
+
+def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DEFAULT_AGE_CUTS):
+    """Return (model, preprocess): the preprocessing follows the backbone's mean/std unless set."""
+    layout = check_model_config(model_cfg)
+    mode = model_cfg.get("mode", "finetune")
+    use_experts = bool(model_cfg.get("face_experts", False))
+    backbone_name = model_cfg.get("backbone", "tf_efficientnet_lite0")
     if backbone_name == "none":
-        if not use_experts:
-            raise MaskclsError("model.backbone=none needs model.face_experts=true (the face networks are then the whole model)")
         features, num_features, mean, std = None, 0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     else:
         backbone = create_backbone(backbone_name, str(model_cfg.get("weights", "imagenet")))

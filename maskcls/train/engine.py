@@ -29,8 +29,8 @@ from ..inference import autocast, embed_files, pick_device, predict_probs
 from ..labels import AGE_CAP
 from ..loss import MaskLoss, age_year_targets, age_years_loss
 from ..metrics import confusion, score
-from ..models import MODES, build_model
-from ..models.heads import class_probs, head_layout, marginal_targets
+from ..models import build_model, check_model_config
+from ..models.heads import class_probs, marginal_targets
 from ..optim import OPTIMIZERS, create_optimizer
 from ..report import CLASS_LABELS, confusion_figure
 from ..scheduler import SCHEDULERS, create_scheduler
@@ -126,7 +126,7 @@ def check_settings(cfg: dict) -> None:
     """Fail on a misspelt choice before any folder is made or photo is read."""
     t_cfg = cfg["train"]
     choices = {
-        "model.mode": (cfg["model"]["mode"], MODES), "train.optimizer": (t_cfg["optimizer"], tuple(OPTIMIZERS)),
+        "train.optimizer": (t_cfg["optimizer"], tuple(OPTIMIZERS)),
         "train.scheduler": (t_cfg["scheduler"], tuple(SCHEDULERS)), "train.sampler": (t_cfg["sampler"], ("random", "balanced")),
         "train.mix": (t_cfg["mix"], MIX_MODES), "train.amp": (t_cfg["amp"], ("bf16", "fp16", "none")),
         "train.class_weights": (t_cfg["class_weights"], ("none", "balanced")),
@@ -134,7 +134,7 @@ def check_settings(cfg: dict) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise MaskclsError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
-    MaskLoss(head_layout(cfg["model"]["head"], bool(cfg["model"]["age_ordinal"])), t_cfg["loss"])
+    MaskLoss(check_model_config(cfg["model"]), t_cfg["loss"])
     if float(t_cfg["age_years_weight"]) and not (cfg["model"]["face_experts"] or cfg["model"]["age_years"]):
         raise MaskclsError("train.age_years_weight needs one-year age classes: model.face_experts=true or model.age_years=true")
     if not validates(cfg) and (t_cfg["scheduler"] == "plateau" or int(t_cfg["early_stop"])):
