@@ -10,7 +10,7 @@ three seeds of the fine-tuned face networks (configs/cpu-face.yaml), then the Li
 (configs/cpu-finetune.yaml); `data.val_fraction=0.2` on the command line brings the holdout
 back. eval/ is scored once per decoding rule, at the end: each member's argmax, the vote's
 argmax, and the vote after person consistency (eval photos clustered into persons, each
-person's photos sharing gender and age: `predict --by-person`), and for cpu-finetune both again
+person's photos sharing the gender and age read mostly from its unmasked photo: `predict --by-person`), and for cpu-finetune both again
 with the mask voted by Lite0 alone (`predict --mask-weights 0 0 0 1`). Prints macro-F1, accuracy,
 per-head F1, wall time and train img/s, with ratios to the floors and to timm's own train.py on
 the same data (macro-F1 0.595 in 18.5 min at about 43 img/s).

@@ -8,7 +8,8 @@ preprocessing) are written beside the submission for later ensembling.
 Person consistency (optional): the eval photos are grouped into persons by clustering small
 thumbnails of the photo's top part (hair, forehead, eyes and background: what a mask never
 covers) into N/7 groups, as each person has 7 photos; each person's photos then share one
-gender x age distribution (`decision.person_consistency`).
+gender x age distribution (`decision.person_consistency`), read mostly from the photos that
+show the face: the unmasked one, then the one with the mask worn wrong.
 """
 from __future__ import annotations
 

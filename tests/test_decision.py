@@ -171,6 +171,27 @@ def test_information_weighting_beats_a_plain_mean():
     assert person_consistency(probs, groups).argmax(axis=1)[0] == encode(0, 1, 1)
 
 
+def test_an_unmasked_photo_outweighs_masked_ones():
+    # Equally confident photos that disagree: five masked ones say male <30, the unmasked one
+    # says female 30-59. Gender and age show on the unmasked face, so it decides for the person.
+    masked = np.array([0.85, 0.03, 0.03, 0.03, 0.03, 0.03])
+    unmasked = np.array([0.03, 0.03, 0.03, 0.03, 0.85, 0.03])
+    probs = np.stack([photo_probs([0.98, 0.01, 0.01], masked)] * 5 + [photo_probs([0.01, 0.01, 0.98], unmasked)])
+    groups = np.zeros(6, dtype=int)
+    labels = person_consistency(probs, groups).argmax(axis=1)
+    np.testing.assert_array_equal(labels, encode(np.array([0, 0, 0, 0, 0, 2]), 1, 1))
+    # Weighing every photo alike, the five masked photos outvote it.
+    labels = person_consistency(probs, groups, face_weights=(1, 1, 1)).argmax(axis=1)
+    np.testing.assert_array_equal(labels, encode(np.array([0, 0, 0, 0, 0, 2]), 0, 0))
+
+
+def test_person_consistency_refuses_bad_face_weights():
+    probs = np.full((2, 18), 1 / 18)
+    for bad in ((1, 10), (1, 0, 30), (1, -1, 30)):
+        with pytest.raises(MaskclsError, match="face_weights"):
+            person_consistency(probs, [0, 0], face_weights=bad)
+
+
 def test_group_by_embedding_finds_persons():
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(4, 16))
