@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--method", default="soft", choices=["soft", "hard"])
     command.add_argument("--ensemble", help="ensemble.json written by `maskcls ensemble`")
     command.add_argument("--by-person", action="store_true",
-                         help="group the eval photos into persons (7 each) and make each person's photos agree on gender and age")
+                         help="group the eval photos into persons (7 each); each person's photos share one gender and age, read mostly from the unmasked photo")
     command.add_argument("--mask-weights", type=float, nargs="+", metavar="W",
                          help="one weight per member for the mask alone, e.g. 0 0 0 1 to take the mask from the fourth")
     command.add_argument("--batch-size", type=int, default=64)
