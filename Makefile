@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup demo test bench-fast bench-finetune bench-ensemble clean
+.PHONY: setup demo test lint bench-fast bench-finetune bench-ensemble clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(PY) -m ruff check maskcls tests bench
 
 bench-fast: setup
 	$(PY) bench/quality.py --preset cpu-fast

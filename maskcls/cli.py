@@ -1,17 +1,21 @@
 """`maskcls` command line: thin wrappers over the library API.
 
 A user mistake (bad data, bad config, bad arguments) prints one line, `maskcls: error: ...`,
-and exits 2, without a traceback.
+and exits 2, without a traceback. Dotted overrides (key=value) may stand anywhere after the
+command, before or after its flags.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from .errors import MaskclsError
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def cmd_check(args):
@@ -41,6 +45,7 @@ def cmd_train(args):
     from .train import train
 
     if args.resume:
+        refuse_overrides_on_resume(args)
         result = train(resume=args.resume, progress=not args.quiet)
     else:
         result = train(load_config(args.config, args.overrides), progress=not args.quiet)
@@ -52,42 +57,65 @@ def cmd_train(args):
 
 def cmd_cv(args):
     from .config import load_config
-    from .cv import run_cv
+    from .train import run_cv
 
+    if args.resume:
+        refuse_overrides_on_resume(args)
     cfg = None if args.resume else load_config(args.config, args.overrides)
     result = run_cv(cfg, args.folds, args.resume, progress=not args.quiet)
     print(f"cv {result['cv_dir']}: fold macro-F1 {result['macro_f1_mean']:.4f} +- {result['macro_f1_std']:.4f}, "
           f"OOF macro-F1 {result['oof']['macro_f1']:.4f}")
 
 
-def cmd_predict(args):
-    from .ensemble_spec import read_ensemble
-    from .predict import predict
+def refuse_overrides_on_resume(args):
+    if args.overrides or args.config:
+        raise MaskclsError(f"--resume continues {args.resume} with its own config.yaml; drop --config and the overrides "
+                           f"({' '.join(args.overrides) or args.config}), or start a new run with them")
 
-    members, method, weights, offsets, by_person = args.members, args.method, None, None, args.by_person
-    if args.ensemble:
-        spec = read_ensemble(args.ensemble)
-        members, method, weights, offsets = spec["members"], spec["method"], spec["weights"], spec["offsets"]
-        by_person = by_person or spec.get("by_person", False)
-    if not members:
-        raise MaskclsError("predict: name at least one run folder, CV folder or checkpoint, or --ensemble FILE")
-    result = predict(members, args.data, args.out, args.tta, method, weights, offsets, args.batch_size, progress=not args.quiet,
-                     by_person=by_person, mask_weights=args.mask_weights)
+
+def cmd_fit(args):
+    from .fit import fit
+
+    result = fit(args.recipe, args.data, args.out, args.overrides, progress=not args.quiet)
+    trained = ", ".join(result["trained"]) or "none (all were done)"
+    print(f"fit {result['fit_dir']}: recipe {result['recipe'].name!r}, members trained now: {trained}; "
+          f"predict with: maskcls predict {result['fit_dir']} --data EVAL --out submission.csv")
+
+
+def cmd_predict(args):
+    from .infer import Vote, load_recipe, predict, recipe_of_runs
+    from .infer.recipe import looks_like_recipe
+
+    if len(args.members) == 1 and looks_like_recipe(args.members[0]):
+        recipe = load_recipe(args.members[0])
+        vote = recipe.vote.replace(**{k: v for k, v in (("method", args.method), ("mask_weights", args.mask_weights)) if v is not None})
+        recipe = recipe.replace(tta=args.tta or recipe.tta, vote=vote,
+                                by_person=recipe.by_person if args.by_person is None else args.by_person)
+    else:
+        recipe = recipe_of_runs(args.members, args.tta or "none", Vote(method=args.method or "soft", mask_weights=args.mask_weights),
+                                bool(args.by_person))
+    result = predict(recipe, args.data, args.out, args.batch_size, progress=not args.quiet)
     print(f"submission {result['submission']} (checked); probabilities {result['probs']}; metadata {result['meta']}")
 
 
 def cmd_check_submission(args):
-    from .predict import check_submission
+    from .infer import check_submission
 
     print(check_submission(args.file, args.info))
 
 
 def cmd_ensemble(args):
-    from .ensemble_spec import build_ensemble
+    from .fit import fit_vote
+    from .infer import save_recipe
 
-    spec = build_ensemble(args.members, args.out, args.method, args.fit_weights, args.tune_offsets)
-    print(json.dumps({k: spec[k] for k in ("members", "method", "weights", "oof")}, indent=1))
-    print(f"wrote {Path(args.out) / 'ensemble.json'}; use it with: maskcls predict --ensemble {Path(args.out) / 'ensemble.json'} --data EVAL --out submission.csv")
+    out = Path(args.out) / "recipe.yaml"
+    if out.exists() and not args.force:
+        raise MaskclsError(f"{out}: exists; pass --force to replace it, or choose another --out")
+    recipe = fit_vote(args.members, args.method, args.fit_weights, args.tune_offsets, args.tta, args.by_person, name=Path(args.out).name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, out)
+    print(json.dumps({"vote": recipe.vote.to_dict(), **recipe.notes}, indent=1))
+    print(f"wrote {out}; use it with: maskcls predict {out.parent} --data EVAL --out submission.csv")
 
 
 def cmd_evaluate(args):
@@ -109,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name, func, help_text):
+    def add(name, func, help_text, overrides=False):
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(func=func)
+        command.set_defaults(func=func, takes_overrides=overrides, overrides=[])
+        if overrides:
+            command.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=0.001")
         return command
 
     def age_cuts(command):
@@ -137,21 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, help_text in (("train", cmd_train, "train one person-split run"),
                                   ("cv", cmd_cv, "K-fold cross-validation by person, with out-of-fold probabilities")):
-        command = add(name, func, help_text)
+        command = add(name, func, help_text, overrides=True)
         command.add_argument("--config", help="YAML file, or a name in configs/ (demo, cpu-fast, cpu-face, cpu-finetune, gpu)")
         command.add_argument("--resume", help="continue an interrupted run (train) or CV folder (cv)")
-        command.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001 data.root=DATA")
         if name == "cv":
             command.add_argument("--folds", type=int, default=5)
 
-    command = add("predict", cmd_predict, "write a submission (info.csv with ans) from runs, CV folders or an ensemble")
-    command.add_argument("members", nargs="*", help="run folders, CV folders or checkpoint files")
+    command = add("fit", cmd_fit, "train every member of a recipe into one folder (resumable); predict from that folder", overrides=True)
+    command.add_argument("recipe", help="a recipe YAML or a name in configs/recipes/ (demo, cpu-fast, cpu-best)")
+    command.add_argument("--data", required=True, help="dataset folder holding train/")
+    command.add_argument("--out", help="fit folder (default runs/RECIPE); rerun the same command to resume it")
+
+    command = add("predict", cmd_predict, "write a submission (info.csv with ans) from a fit or ensemble folder, a recipe, or runs")
+    command.add_argument("members", nargs="+", help="a fit folder, a recipe YAML, or run folders, CV folders and checkpoint files")
     command.add_argument("--data", required=True, help="eval folder (holding info.csv and images/) or the dataset root")
     command.add_argument("--out", required=True, help="submission CSV path")
-    command.add_argument("--tta", default="none", choices=["none", "hflip", "multiscale"])
-    command.add_argument("--method", default="soft", choices=["soft", "hard"])
-    command.add_argument("--ensemble", help="ensemble.json written by `maskcls ensemble`")
-    command.add_argument("--by-person", action="store_true",
+    command.add_argument("--tta", choices=["none", "hflip", "multiscale"], help="default: the recipe's, or none for runs")
+    command.add_argument("--method", choices=["soft", "hard"], help="default: the recipe's, or soft for runs")
+    command.add_argument("--by-person", action=argparse.BooleanOptionalAction, default=None,
                          help="group the eval photos into persons (7 each); each person's photos share one gender and age, read mostly from the unmasked photo")
     command.add_argument("--mask-weights", type=float, nargs="+", metavar="W",
                          help="one weight per member for the mask alone, e.g. 0 0 0 1 to take the mask from the fourth")
@@ -161,12 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("file")
     command.add_argument("--info", required=True)
 
-    command = add("ensemble", cmd_ensemble, "combine runs and CV folders; fit weights and macro-F1 offsets on OOF")
+    command = add("ensemble", cmd_ensemble, "a recipe over runs and CV folders; fit weights and macro-F1 offsets on OOF")
     command.add_argument("members", nargs="+")
-    command.add_argument("--out", required=True, help="folder for ensemble.json")
+    command.add_argument("--out", required=True, help="folder for recipe.yaml")
     command.add_argument("--method", default="soft", choices=["soft", "hard"])
     command.add_argument("--fit-weights", action="store_true", help="fit soft-vote weights on OOF macro-F1")
     command.add_argument("--tune-offsets", action="store_true", help="fit per-class logit offsets on OOF (cross-fitted report)")
+    command.add_argument("--tta", default="none", choices=["none", "hflip", "multiscale"])
+    command.add_argument("--by-person", action="store_true", help="pool each person's eval photos at predict time")
+    command.add_argument("--force", action="store_true", help="replace an existing recipe.yaml")
 
     command = add("evaluate", cmd_evaluate, "score a submission against a truth CSV; HTML/PNG report")
     command.add_argument("pred")
@@ -176,13 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--images", help="folder of the eval images, for thumbnails")
     command.add_argument("--meta", help="CSV ImageID,id giving each image's person")
 
-    command = add("demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, train, predict, evaluate")
+    command = add("demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, predict, evaluate")
     command.add_argument("--out", default="demo_out")
     return parser
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Flags and key=value overrides in any order: overrides that argparse leaves over are collected."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [item for item in extra if OVERRIDE.match(item)]
+    unknown = [item for item in extra if not OVERRIDE.match(item)]
+    if unknown or (overrides and not args.takes_overrides):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="maskcls: %(levelname)s: %(message)s")
     try:
         args.func(args)
@@ -190,7 +238,8 @@ def main(argv=None) -> int:
         print(f"maskcls: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("maskcls: interrupted; a run continues with `maskcls train --resume RUN` (or `cv --resume CV_DIR`)", file=sys.stderr)
+        print("maskcls: interrupted; a run continues with `maskcls train --resume RUN` (or `cv --resume CV_DIR`, "
+              "or the same `maskcls fit` command)", file=sys.stderr)
         return 130
     return 0
 

@@ -1,21 +1,21 @@
 """`maskcls demo`: the whole road on built-in SYNTHETIC data, in a few minutes on 2 CPU cores.
 
-demo data -> check -> EDA -> train (configs/demo.yaml) -> predict with TTA -> checked
-submission -> evaluation report against the demo eval truth. The demo data is drawn by
-`maskcls.data.demo`; its scores say the pipeline works, not how well a model does on faces.
+demo data -> check -> EDA -> fit the demo recipe (configs/recipes/demo.yaml) -> predict with
+the recipe -> checked submission -> evaluation report against the demo eval truth. The demo
+data is drawn by `maskcls.data.demo`; its scores say the pipeline works, not how well a model
+does on faces.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from .config import load_config
 from .data.demo import write_demo_dataset
 from .data.layout import check
 from .eda import run_eda
-from .predict import predict
+from .fit import fit
+from .infer import load_recipe, predict
 from .report import evaluate_files
-from .train import train
 
 CHANCE_MACRO_F1 = 1 / 18  # roughly what a constant or random guess scores
 
@@ -24,6 +24,7 @@ def run_demo(out="demo_out", quiet: bool = False) -> dict:
     out = Path(out)
     data = out / "data"
     started = time.time()
+    recipe = load_recipe("demo")  # checked before any work
     if not (data / "train" / "train.csv").exists():
         write_demo_dataset(data)
         print(f"[1/6] wrote synthetic demo data to {data}", flush=True)
@@ -35,15 +36,16 @@ def run_demo(out="demo_out", quiet: bool = False) -> dict:
     eda_dir = out / "eda"
     run_eda(data, eda_dir, progress=not quiet)
     print(f"[3/6] EDA report: {eda_dir / 'report.html'}", flush=True)
-    print("[4/6] training (configs/demo.yaml):", flush=True)
-    result = train(load_config("demo", [f"data.root={data}", f"out={out / 'runs'}"]), progress=not quiet)
-    run_dir = Path(result["run_dir"])
-    submission = run_dir / "submission.csv"
-    predicted = predict([run_dir], data / "eval", submission, tta="hflip", progress=not quiet)
+    print(f"[4/6] fitting recipe {recipe.name!r} (configs/recipes/demo.yaml):", flush=True)
+    fitted = fit(recipe, data, out / "fit", progress=not quiet)
+    fit_dir = Path(fitted["fit_dir"])
+    submission = fit_dir / "submission.csv"
+    predicted = predict(fitted["recipe"], data / "eval", submission, progress=not quiet)
     print(f"[5/6] submission {submission} (checked against info.csv); probabilities {predicted['probs']}", flush=True)
-    report_dir = run_dir / "eval_report"
-    summary = evaluate_files(submission, data / "eval" / "truth.csv", report_dir, predicted["probs"], data / "eval" / "images", data / "eval" / "meta.csv")
+    report_dir = fit_dir / "eval_report"
+    summary = evaluate_files(submission, data / "eval" / "truth.csv", report_dir, predicted["probs"], data / "eval" / "images",
+                             data / "eval" / "meta.csv")
     print(f"[6/6] demo eval: macro-F1 {summary['macro_f1']:.4f} (chance about {CHANCE_MACRO_F1:.3f}), accuracy {summary['accuracy']:.4f}; "
           f"mask {summary['mask_f1']:.3f} gender {summary['gender_f1']:.3f} age {summary['age_f1']:.3f}", flush=True)
     print(f"report: {report_dir / 'report.html'}   total {time.time() - started:.0f} s", flush=True)
-    return {"run_dir": str(run_dir), "submission": str(submission), **summary}
+    return {"fit_dir": str(fit_dir), "submission": str(submission), **summary}

@@ -13,9 +13,7 @@ statistics are decoded at full size, so the normalisation matches what training 
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import io
 import itertools
 import json
@@ -31,15 +29,17 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from .data.layout import EVAL_COLUMNS, IMAGE_EXTENSIONS, load_train, read_csv_checked
+from .htmlpage import data_uri, escape, page
+from .htmlpage import table as html_table
 from .labels import AGE_NAMES, DEFAULT_AGE_CUTS, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
 
 SMALL_SIDE = 64  # downscale used for brightness and hashing
 HASH_SIDE = 16  # mean-hash grid: 256 bits, each bit a 4x4 block of the 64 px image
-# A `normal` photo and a masked one of the same person usually differ by dozens of the 256 bits;
-# a re-encoded copy by 0-2. A mask close to the skin's brightness can leave the mean-hash almost
-# unchanged (distances down to 2 on the stand-in set), so a candidate must also pass a colour check:
-# a near-duplicate changes under 2% of the 16x16 colour cells by more than 0.1, while even a small
-# incorrectly worn mask changes about 5% or more.
+# A `normal` photo and a masked one of the same person usually differ in many mean-hash bits, a
+# re-encoded copy in almost none. A mask close to the skin's brightness can leave the mean-hash
+# almost unchanged, so a hash candidate must also pass a colour check: a near-duplicate changes
+# only a sliver of the colour cells, while even a small incorrectly worn mask changes clearly more.
+# DUPLICATE_MAX_CHANGED_AREA sits in the gap between the two.
 DUPLICATE_MAX_DISTANCE = 8
 DUPLICATE_CELL_CHANGE = 0.1
 DUPLICATE_MAX_CHANGED_AREA = 0.02
@@ -47,7 +47,7 @@ DUPLICATE_MAX_CHANGED_AREA = 0.02
 BRIGHTNESS_MAX_Z = 3.5
 THUMB_SIDE = 96
 MAX_LISTED_IN_HTML = 60  # summary.json lists every suspicious item; the page shows the worst ones
-# Two processes keep the stand-in set (18,900 small JPEGs) well inside its 2-minute budget on a 2-core machine.
+# Two processes keep the scan of the stand-in set well inside its time budget on a two-core machine.
 WORKERS = min(2, os.cpu_count() or 1)
 
 
@@ -82,7 +82,7 @@ def _scan_image(file: str, full_stats: bool) -> dict:
 
 def _scan_chunk(files: list[str], full_stats: list[bool]) -> list[dict]:
     results = []
-    for file, full in zip(files, full_stats):
+    for file, full in zip(files, full_stats, strict=True):
         try:
             results.append(_scan_image(file, full))
         except Exception as exc:  # Pillow raises many types for broken files; the report lists them
@@ -219,7 +219,7 @@ def _thumbnail(file: str) -> Image.Image:
 def _thumbnail_uri(file: str) -> str:
     buffer = io.BytesIO()
     _thumbnail(file).save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return data_uri(buffer.getvalue(), "image/jpeg")
 
 
 def _save(figure: Figure, out_dir: Path, name: str, plots: list[str], tight: bool = True) -> None:
@@ -327,9 +327,19 @@ def _eval_summary(eval_dir: Path, progress: bool) -> dict | None:
 # ---- report ---------------------------------------------------------------------------------
 
 
+# This page's additions to htmlpage.BASE_STYLE: small tables side by side, charts in a flowing row.
+PAGE_STYLE = """
+body { max-width: 1300px; }
+table.data { margin: 0.5em 1.5em 0.5em 0; display: inline-table; vertical-align: top; }
+table.data td, table.data th { text-align: left; }
+figure { display: inline-block; margin: 0.5em; } figure img { max-width: 100%; }
+figcaption { font-size: 0.8em; color: #666; } code { background: #f4f4f4; padding: 2px 4px; }
+"""
+
+
 def _embedded_png(out_dir: Path, name: str) -> str:
-    data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{name}"><figcaption>{name}</figcaption></figure>'
+    uri = data_uri((out_dir / name).read_bytes())
+    return f'<figure><img src="{uri}" alt="{escape(name)}"><figcaption>{escape(name)}</figcaption></figure>'
 
 
 def _table(rows: dict | list, columns: tuple[str, ...]) -> str:
@@ -341,15 +351,14 @@ def _suspicious_table(items: list[dict], columns: list[str], thumbnail_keys: lis
     if not items:
         return "<p>None found.</p>"
     shown = items[:MAX_LISTED_IN_HTML]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns + thumbnail_keys)
-    body = []
-    for item in shown:
-        cells = "".join(f"<td>{html.escape(str(item[c]))}</td>" for c in columns)
-        cells += "".join(f'<td><img src="{_thumbnail_uri(item[k])}" alt="{html.escape(k)}"></td>' for k in thumbnail_keys)
-        body.append(f"<tr>{cells}</tr>")
+    rows = [
+        [f"<td>{escape(item[c])}</td>" for c in columns]
+        + [f'<td><img src="{_thumbnail_uri(item[k])}" alt="{escape(k)}"></td>' for k in thumbnail_keys]
+        for item in shown
+    ]
     note = f"<p>{len(items)} found"
     note += f"; the first {len(shown)} shown, all listed in summary.json.</p>" if len(items) > len(shown) else ".</p>"
-    return f'{note}<table class="data"><tr>{head}</tr>{"".join(body)}</table>'
+    return note + html_table(columns + thumbnail_keys, rows, css_class="data")
 
 
 def _write_report(out_dir: Path, summary: dict) -> None:
@@ -364,26 +373,16 @@ def _write_report(out_dir: Path, summary: dict) -> None:
     if s["eval"]:
         e = s["eval"]
         eval_part = (
-            f"<p>{e['n_images']} images in {html.escape(e['dir'])}/images"
+            f"<p>{e['n_images']} images in {escape(e['dir'])}/images"
             + (f"; {e['n_listed_in_info_csv']} listed in info.csv" if e["n_listed_in_info_csv"] is not None else "; no info.csv")
             + (f"; {len(e['unreadable'])} unreadable" if e["unreadable"] else "") + ".</p>"
             + "<h3>Sizes</h3>" + _table(e["image_sizes"], ("size", "count"))
             + "<h3>Modes</h3>" + _table(e["image_modes"], ("mode", "count"))
         )
-    notes = "".join(f"<li>{html.escape(w)}</li>" for w in s["warnings"])
-    notes += "".join(f"<li>skipped {n} file(s): {html.escape(reason)}</li>" for reason, n in s["skipped"].items())
-    notes += "".join(f"<li>unreadable: {html.escape(u['file'])} ({html.escape(u['error'])})</li>" for u in s["unreadable"])
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>maskcls EDA</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1300px; }}
-table.data {{ border-collapse: collapse; margin: 0.5em 1.5em 0.5em 0; display: inline-table; vertical-align: top; }}
-table.data td, table.data th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: left; }}
-figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 100%; }}
-figcaption {{ font-size: 0.8em; color: #666; }} code {{ background: #f4f4f4; padding: 2px 4px; }}
-</style></head><body>
-<h1>maskcls EDA</h1>
-<p>{html.escape(s['train_dir'])}: <b>{s['n_persons']}</b> persons, <b>{s['n_images']}</b> images;
+    notes = "".join(f"<li>{escape(w)}</li>" for w in s["warnings"])
+    notes += "".join(f"<li>skipped {n} file(s): {escape(reason)}</li>" for reason, n in s["skipped"].items())
+    notes += "".join(f"<li>unreadable: {escape(u['file'])} ({escape(u['error'])})</li>" for u in s["unreadable"])
+    body = f"""<p>{escape(s['train_dir'])}: <b>{s['n_persons']}</b> persons, <b>{s['n_images']}</b> images;
 age cuts {s['age_cuts'][0]}, {s['age_cuts'][1]}.</p>
 {f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
 <h2>Persons</h2>
@@ -422,10 +421,8 @@ changes the colour of the lower face). Byte-identical files of one person are fl
 {plot('brightness_histogram.png')}
 {_suspicious_table(s['brightness_outliers'], ['path', 'photo', 'brightness', 'z'], ['file'])}
 <h2>Eval</h2>
-{eval_part}
-</body></html>
-"""
-    (out_dir / "report.html").write_text(page, encoding="utf-8")
+{eval_part}"""
+    (out_dir / "report.html").write_text(page("maskcls EDA", body, PAGE_STYLE), encoding="utf-8")
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -457,8 +454,12 @@ def run_eda(
         images[key] = [s.get(key) for s in scans]
     images["brightness"] = images["brightness"].astype(float)
     # Unreadable images get zero placeholders; every check below skips them (their md5 is missing).
-    hashes = np.stack([s["hash"] if ok else np.zeros(HASH_SIDE * HASH_SIDE // 8, np.uint8) for s, ok in zip(scans, readable)])
-    colour_cells = np.stack([s["colour_cells"] if ok else np.zeros((HASH_SIDE, HASH_SIDE, 3), np.uint8) for s, ok in zip(scans, readable)])
+    hashes = np.stack([
+        s["hash"] if ok else np.zeros(HASH_SIDE * HASH_SIDE // 8, np.uint8) for s, ok in zip(scans, readable, strict=True)
+    ])
+    colour_cells = np.stack([
+        s["colour_cells"] if ok else np.zeros((HASH_SIDE, HASH_SIDE, 3), np.uint8) for s, ok in zip(scans, readable, strict=True)
+    ])
     channel_mean, channel_std, stats_images = _channel_stats(scans)
 
     others, distances = _normal_distances(images, hashes)
@@ -492,7 +493,7 @@ def run_eda(
         "near_duplicates": near_duplicates,
         "brightness_limits": brightness_limits,
         "brightness_outliers": brightness_outliers,
-        "unreadable": [{"file": f, "error": s["error"]} for f, s, ok in zip(images["file"], scans, readable) if not ok],
+        "unreadable": [{"file": f, "error": s["error"]} for f, s, ok in zip(images["file"], scans, readable, strict=True) if not ok],
         "skipped": data.skipped,
         "warnings": data.warnings,
         "eval": _eval_summary(data.root.parent / "eval", progress),

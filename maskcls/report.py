@@ -5,8 +5,6 @@ The HTML is self-contained (images are embedded as base64 PNG), so it can be mai
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 from pathlib import Path
@@ -19,6 +17,8 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from .data.layout import read_csv_checked
 from .errors import MaskclsError
+from .htmlpage import data_uri, escape, page
+from .htmlpage import table as html_table
 from .labels import AGE_NAMES, NUM_CLASSES, class_name, decode
 from .metrics import confusion, score
 
@@ -30,11 +30,10 @@ CLASS_LABELS = [f"{label} {class_name(label)}" for label in range(NUM_CLASSES)]
 # The competition has 7 photos per person; a person row shows at most this many.
 PHOTOS_PER_PERSON_SHOWN = 8
 
+# This page's additions to htmlpage.BASE_STYLE: numbers right-aligned, names left, photos in rows.
 PAGE_STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #f0f0f0; }
+table { margin: 0.5em 0 1.5em; }
+th, td { text-align: right; }
 td.name { text-align: left; }
 .headline { font-size: 1.4em; }
 .photos { display: flex; flex-wrap: wrap; gap: 6px; }
@@ -91,7 +90,7 @@ def confusion_figure(matrix: np.ndarray, names: list[str], title: str) -> Figure
     axes = figure.add_subplot()
     image = axes.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, label="share of the true class")
-    for row, col in zip(*np.nonzero(matrix)):
+    for row, col in zip(*np.nonzero(matrix), strict=True):
         axes.text(col, row, str(matrix[row, col]), ha="center", va="center", fontsize=8,
                   color="white" if row_share[row, col] > 0.5 else "black")
     axes.set_xticks(range(size), names, rotation=60, ha="right", fontsize=8)
@@ -101,10 +100,6 @@ def confusion_figure(matrix: np.ndarray, names: list[str], title: str) -> Figure
     axes.set_title(title)
     figure.tight_layout()
     return figure
-
-
-def _data_uri(png_bytes: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
 
 
 def _thumbnail_html(path) -> str:
@@ -119,15 +114,15 @@ def _thumbnail_html(path) -> str:
         return '<span class="missing">missing</span>'
     except OSError:
         return '<span class="missing">unreadable</span>'
-    return f'<img src="{_data_uri(buffer.getvalue())}" alt="{html.escape(Path(path).name)}">'
+    return f'<img src="{data_uri(buffer.getvalue())}" alt="{escape(Path(path).name)}">'
 
 
 def _photo_html(index: int, y_true, y_pred, probs, thumbnails) -> str:
     wrong = y_true[index] != y_pred[index]
     caption = [
-        html.escape(Path(thumbnails[index]).name if thumbnails is not None else f"row {index}"),
-        f"true: {html.escape(class_name(y_true[index]))}",
-        f"pred: {html.escape(class_name(y_pred[index]))}",
+        escape(Path(thumbnails[index]).name if thumbnails is not None else f"row {index}"),
+        f"true: {escape(class_name(y_true[index]))}",
+        f"pred: {escape(class_name(y_pred[index]))}",
     ]
     if probs is not None:
         caption.append(f"p(true) = {probs[index, y_true[index]]:.2f}")
@@ -158,7 +153,7 @@ def _worst_section(y_true, y_pred, probs, groups, thumbnails) -> str:
             rows = rows[np.argsort(y_true[rows] == y_pred[rows], kind="stable")][:PHOTOS_PER_PERSON_SHOWN]
             mean_prob = "" if np.isnan(person.mean_true_prob) else f", mean p(true) {person.mean_true_prob:.2f}"
             parts.append(
-                f"<h3>person {html.escape(str(person.person))}: {person.n_wrong} of {person.n_photos} photos wrong{mean_prob}</h3>"
+                f"<h3>person {escape(person.person)}: {person.n_wrong} of {person.n_photos} photos wrong{mean_prob}</h3>"
                 f'<div class="photos">{"".join(_photo_html(i, y_true, y_pred, probs, thumbnails) for i in rows)}</div>'
             )
         return "".join(parts)
@@ -173,20 +168,16 @@ def _worst_section(y_true, y_pred, probs, groups, thumbnails) -> str:
     return f'<h2>{heading}</h2><div class="photos">{"".join(_photo_html(i, y_true, y_pred, probs, thumbnails) for i in rows)}</div>'
 
 
+def _cell_html(value) -> str:
+    if isinstance(value, str):
+        return f'<td class="name">{escape(value)}</td>'
+    if isinstance(value, (float, np.floating)):
+        return f"<td>{value:.4f}</td>"
+    return f"<td>{value}</td>"
+
+
 def _table_html(frame: pd.DataFrame) -> str:
-    header = "".join(f"<th>{html.escape(str(column))}</th>" for column in frame.columns)
-    body = []
-    for row in frame.itertuples(index=False):
-        cells = []
-        for value in row:
-            if isinstance(value, str):
-                cells.append(f'<td class="name">{html.escape(value)}</td>')
-            elif isinstance(value, (float, np.floating)):
-                cells.append(f"<td>{value:.4f}</td>")
-            else:
-                cells.append(f"<td>{value}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{header}</tr>{''.join(body)}</table>"
+    return html_table(frame.columns, ([_cell_html(value) for value in row] for row in frame.itertuples(index=False)))
 
 
 def write_report(y_true, y_pred, out_dir, probs=None, groups=None, thumbnails=None,
@@ -217,23 +208,17 @@ def write_report(y_true, y_pred, out_dir, probs=None, groups=None, thumbnails=No
         "accuracy": [summary[f"{head}_acc"] for head in ("mask", "gender", "age")],
     })
     images = {
-        name: _data_uri((out_dir / name).read_bytes()) for name in ("confusion_18.png", "confusion_age.png")
+        name: data_uri((out_dir / name).read_bytes()) for name in ("confusion_18.png", "confusion_age.png")
     }
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{PAGE_STYLE}</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p class="headline">macro-F1 <b>{summary["macro_f1"]:.4f}</b> &nbsp; accuracy <b>{summary["accuracy"]:.4f}</b>
+    body = f"""<p class="headline">macro-F1 <b>{summary["macro_f1"]:.4f}</b> &nbsp; accuracy <b>{summary["accuracy"]:.4f}</b>
 &nbsp; ({summary["n_images"]} images)</p>
 <h2>Per head</h2>{_table_html(heads)}
 <h2>Per class</h2>{_table_html(classes)}
 <h2>Confusion</h2>
 <img src="{images["confusion_18.png"]}" alt="18-class confusion matrix">
 <img src="{images["confusion_age.png"]}" alt="age-group confusion matrix">
-{_worst_section(y_true, y_pred, probs, groups, thumbnails)}
-</body></html>
-"""
-    (out_dir / "report.html").write_text(page, encoding="utf-8")
+{_worst_section(y_true, y_pred, probs, groups, thumbnails)}"""
+    (out_dir / "report.html").write_text(page(title, body, PAGE_STYLE), encoding="utf-8")
     return summary
 
 

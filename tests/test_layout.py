@@ -135,7 +135,10 @@ def test_label_fixes_change_gender_age_and_swap_photos(demo_copy, tmp_path, capl
     old_gender = data.persons["gender"][0]
     new_gender = "female" if old_gender == "male" else "male"
     fixes = tmp_path / "fixes.csv"
-    fixes.write_text(f"# maskcls-label-fixes v1\npath,field,value,note\n{first},gender,{new_gender},x\n{second},age,65,\n{third},swap_incorrect_normal,,swapped\n")
+    fixes.write_text(
+        "# maskcls-label-fixes v1\npath,field,value,note\n"
+        f"{first},gender,{new_gender},x\n{second},age,65,\n{third},swap_incorrect_normal,,swapped\n"
+    )
     caplog.set_level("INFO")
     fixed = load_train(demo_copy, label_fixes=fixes)
     person = fixed.persons.set_index("path")

@@ -133,7 +133,8 @@ def test_evaluate_files_errors(tmp_path):
 
     wrong_columns = tmp_path / "wrong_columns.csv"
     wrong_columns.write_text("ImageID,label\na.jpg,0\n")
-    with pytest.raises(MaskclsError, match=r"wrong_columns\.csv: missing column\(s\) ans; the header must be ImageID,ans \(found ImageID,label\)"):
+    expected = r"wrong_columns\.csv: missing column\(s\) ans; the header must be ImageID,ans \(found ImageID,label\)"
+    with pytest.raises(MaskclsError, match=expected):
         evaluate_files(wrong_columns, truth_csv, out)
 
     mismatched = write_csv(tmp_path / "mismatched.csv", [("a.jpg", 0), ("z.jpg", 1)])

@@ -147,13 +147,13 @@ def _sample_people(ids, rng: np.random.Generator, with_file_quirks: bool) -> lis
     if count >= 30:
         cells += [(0, 2), (1, 2)]  # 60+ is rare; make sure each gender has at least two
     rest = count - len(cells)
-    cells += zip(rng.choice(2, size=rest, p=(1 - FEMALE_SHARE, FEMALE_SHARE)), rng.choice(3, size=rest, p=AGE_GROUP_SHARES))
+    cells += zip(rng.choice(2, size=rest, p=(1 - FEMALE_SHARE, FEMALE_SHARE)), rng.choice(3, size=rest, p=AGE_GROUP_SHARES), strict=True)
     cells = [cells[i] for i in rng.permutation(count)]
     extensions = _with_each_present(rng.choice(len(EXTENSIONS), size=count, p=EXTENSION_SHARES), len(EXTENSIONS))
     dot_files = rng.random(count) < DOT_FILE_SHARE
     dot_files[0] = True  # a reader must meet at least one
     people = []
-    for number, (person_id, (gender, group)) in enumerate(zip(ids, cells)):
+    for number, (person_id, (gender, group)) in enumerate(zip(ids, cells, strict=True)):
         race = str(rng.choice(list(RACE_SHARES), p=list(RACE_SHARES.values())))
         true_age = _sample_age(int(group), rng)
         people.append(
@@ -280,8 +280,8 @@ def _write_eval(eval_dir: Path, people: list[Person], image_size: int, rng: np.r
         image_ids.append(image_id)
         truths.append(encode(PHOTO_MASK[photo], GENDER_NAMES.index(person.gender), age_group(person.age)))
     _write_csv(eval_dir / "info.csv", ["ImageID", "ans"], [(i, 0) for i in image_ids])
-    _write_csv(eval_dir / "truth.csv", ["ImageID", "ans"], list(zip(image_ids, truths)))
-    _write_csv(eval_dir / "meta.csv", ["ImageID", "id"], [(i, person.id) for i, (person, _) in zip(image_ids, photos)])
+    _write_csv(eval_dir / "truth.csv", ["ImageID", "ans"], list(zip(image_ids, truths, strict=True)))
+    _write_csv(eval_dir / "meta.csv", ["ImageID", "id"], [(i, person.id) for i, (person, _) in zip(image_ids, photos, strict=True)])
 
 
 def _write_csv(path: Path, header: list[str], rows: list) -> None:

@@ -142,7 +142,9 @@ def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
     for person in persons.itertuples(index=False):
         folder = images_dir / person.path
         if not folder.is_dir():
-            raise MaskclsError(f"{folder}: listed in {csv_path.name} (id {person.id}) but not on disk; restore the folder or remove the line")
+            raise MaskclsError(
+                f"{folder}: listed in {csv_path.name} (id {person.id}) but not on disk; restore the folder or remove the line"
+            )
         photos = _scan_person_folder(folder, skipped)
         missing = [p for p in PHOTO_MASK if p not in photos]
         if missing:

@@ -26,21 +26,18 @@ class Preprocess:
     crop: str = "none"  # a face crop (MTCNN) joins here, applied identically in training and prediction
 
     @classmethod
-    def from_config(cls, cfg: dict, backbone_mean, backbone_std) -> "Preprocess":
-        """`cfg` is the run's `preprocess` section; unset mean/std follow the backbone's weights."""
-        size = cfg.get("size", 160)
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
+    def from_config(cls, cfg, backbone_mean, backbone_std) -> Preprocess:
+        """`cfg` is the run's config.PreprocessConfig; unset mean/std follow the backbone's weights."""
+        height, width = (cfg.size, cfg.size) if isinstance(cfg.size, int) else tuple(cfg.size)
         if min(height, width) < 32:
-            raise MaskclsError(f"preprocess.size={size}: images under 32 px are too small for the backbones")
-        if cfg.get("crop", "none") != "none":
-            raise MaskclsError(f"preprocess.crop={cfg['crop']!r}: only 'none' is available in this version")
-        return cls(int(height), int(width), tuple(cfg.get("mean") or backbone_mean), tuple(cfg.get("std") or backbone_std))
+            raise MaskclsError(f"preprocess.size={cfg.size}: images under 32 px are too small for the backbones")
+        return cls(int(height), int(width), tuple(cfg.mean or backbone_mean), tuple(cfg.std or backbone_std), cfg.crop)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), d.get("crop", "none"))
 
 

@@ -130,8 +130,7 @@ def freeze_layers(backbone: nn.Module, names: list[str], backbone_name: str) -> 
     """Freeze the named backbone layers (weights and BatchNorm statistics) during fine-tuning.
 
     The first stages are generic edge and texture filters; freezing them skips most of the
-    backward pass at high resolution (Lite0 at 160 px with its stem and first three stages frozen:
-    model steps about 1.8x faster, the cpu-finetune run 44 against 33 img/s).
+    backward pass at high resolution, which is where a CPU spends its time.
     """
     known = dict(backbone.named_modules())
     unknown = [name for name in names if name not in known]
@@ -143,45 +142,39 @@ def freeze_layers(backbone: nn.Module, names: list[str], backbone_name: str) -> 
         timm.utils.freeze(backbone, names)
 
 
-def check_model_config(model_cfg: dict) -> list:
+def check_model_config(model_cfg) -> list:
     """Refuse settings that can't go together, before any weights load (and before a run folder
-    is made); return the head layout."""
-    mode = model_cfg.get("mode", "finetune")
-    if mode not in MODES:
-        raise MaskclsError(f"model.mode={mode!r}: choose one of {', '.join(MODES)}")
-    layout = head_layout(model_cfg.get("head", "multi"), bool(model_cfg.get("age_ordinal", False)))
-    use_experts = bool(model_cfg.get("face_experts", False))
+    is made); return the head layout. `model_cfg` is a config.ModelConfig."""
+    layout = head_layout(model_cfg.head, model_cfg.age_ordinal)
     # The face experts and the one-year age head add to plain softmax mask / gender / age heads.
     plain_multi = [(name, kind) for name, _, kind in layout] == [("mask", "softmax"), ("gender", "softmax"), ("age", "softmax")]
-    if use_experts and (mode == "probe" or not plain_multi or model_cfg.get("face_features")):
+    if model_cfg.face_experts and (model_cfg.mode == "probe" or not plain_multi or model_cfg.face_features):
         raise MaskclsError("model.face_experts=true trains the face networks: it needs model.head=multi (not ordinal), "
                            "model.mode finetune or freeze, and model.face_features=false")
-    if model_cfg.get("age_years") and (use_experts or not plain_multi):
+    if model_cfg.age_years and (model_cfg.face_experts or not plain_multi):
         raise MaskclsError("model.age_years=true needs model.head=multi without age_ordinal, and no model.face_experts "
                            "(the face experts already have one-year age classes)")
-    if model_cfg.get("backbone", "tf_efficientnet_lite0") == "none" and not use_experts:
+    if model_cfg.backbone == "none" and not model_cfg.face_experts:
         raise MaskclsError("model.backbone=none needs model.face_experts=true (the face networks are then the whole model)")
     return layout
 
 
-def build_model(model_cfg: dict, preprocess_cfg: dict | None = None, age_cuts=DEFAULT_AGE_CUTS):
-    """Return (model, preprocess): the preprocessing follows the backbone's mean/std unless set."""
+def build_model(model_cfg, preprocess_cfg, age_cuts=DEFAULT_AGE_CUTS):
+    """Return (model, preprocess) from a config.ModelConfig and PreprocessConfig: the
+    preprocessing follows the backbone's mean/std unless set."""
     layout = check_model_config(model_cfg)
-    mode = model_cfg.get("mode", "finetune")
-    use_experts = bool(model_cfg.get("face_experts", False))
-    backbone_name = model_cfg.get("backbone", "tf_efficientnet_lite0")
-    if backbone_name == "none":
+    if model_cfg.backbone == "none":
         features, num_features, mean, std = None, 0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     else:
-        backbone = create_backbone(backbone_name, str(model_cfg.get("weights", "imagenet")))
-        freeze_layers(backbone.module, list(model_cfg.get("freeze") or []), backbone_name)
+        backbone = create_backbone(model_cfg.backbone, model_cfg.weights)
+        freeze_layers(backbone.module, model_cfg.freeze, model_cfg.backbone)
         features, num_features, mean, std = backbone.module, backbone.num_features, backbone.mean, backbone.std
-    pre = Preprocess.from_config(preprocess_cfg or {}, mean, std)
-    if model_cfg.get("face_features"):
+    pre = Preprocess.from_config(preprocess_cfg, mean, std)
+    if model_cfg.face_features:
         features, num_features = ConcatFeatures(features, FaceAttributeFeatures(pre)), num_features + FACE_FEATURES
-    experts = FaceExperts(pre.mean, pre.std, age_cuts, int(model_cfg.get("face_experts_age_size", 0))) if use_experts else None
+    experts = FaceExperts(pre.mean, pre.std, age_cuts, model_cfg.face_experts_age_size) if model_cfg.face_experts else None
     num_features += EXPERT_EMBEDDING if experts else 0
-    age_years = AgeYearsHead(num_features, age_cuts) if model_cfg.get("age_years") else None
-    model = MaskClassifier(features, num_features, layout, float(model_cfg.get("drop_rate", 0.0)), frozen=mode != "finetune",
-                           hidden=int(model_cfg.get("head_hidden", 0)), experts=experts, age_years=age_years)
+    age_years = AgeYearsHead(num_features, age_cuts) if model_cfg.age_years else None
+    model = MaskClassifier(features, num_features, layout, model_cfg.drop_rate, frozen=model_cfg.mode != "finetune",
+                           hidden=model_cfg.head_hidden, experts=experts, age_years=age_years)
     return model, pre

@@ -12,9 +12,8 @@ experts) and feeds the networks' embeddings to its heads as extra features. Both
 the run's own preprocessed photo, converted to their input inside the module, so training and
 prediction share one preprocessing.
 
-On the stand-in train set (person holdout), four epochs of the age network alone reached 0.70
-photo-level age accuracy against 0.65 for a fine-tuned ImageNet Lite0 at 160 px, at a fifth of
-its time per epoch (64 px input: about 100 s against 480 s on 2 cores).
+Why experts: pretrained on faces, the age network alone learns the age groups in a few epochs
+better than a fine-tuned ImageNet backbone does, and its small input makes each epoch far cheaper.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ Input, per the package's manifest.json and _inference.py: RGB byte values minus 
 means (122.782, 117.001, 104.298), times 1/256, as NCHW float32; softmax is inside the graphs.
 The package feeds chips aligned on five dlib landmarks with 20% padding around the landmarks;
 here a face crop is simply resized to the chip size, so pass tight face boxes, as a face detector
-returns them: the networks are sensitive to the margin (on skimage's astronaut photo the dlib
-detector box gives P(female) 0.9997, the same box grown by 30% each side gives 0.07).
+returns them: the networks are sensitive to the margin, and a box grown well beyond the face
+can turn a confident gender prediction into the opposite one.
 
 Besides the probabilities, each network also returns the input of its final linear layer
 (gender: 16 values, age: 256), a face embedding that downstream classifiers can learn from.
@@ -64,7 +64,7 @@ class FaceAttributeModels:
         chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)] or [[]]
         batches = [(*self.gender.run(chunk), *self.age.run(chunk)) for chunk in chunks]
         gender_probs, gender_embedding, age_probs, age_embedding = (
-            np.concatenate(parts) for parts in zip(*batches)
+            np.concatenate(parts) for parts in zip(*batches, strict=True)
         )
         return FaceAttributes(
             female_prob=gender_probs[:, 0],  # columns follow the manifest labels [female, male]

@@ -42,7 +42,10 @@ def ordinal_to_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def head_probs(logits: torch.Tensor, layout) -> list[torch.Tensor]:
-    return [ordinal_to_probs(z) if kind == "ordinal" else F.softmax(z.float(), dim=1) for z, (_, _, kind) in zip(split_heads(logits, layout), layout)]
+    return [
+        ordinal_to_probs(z) if kind == "ordinal" else F.softmax(z.float(), dim=1)
+        for z, (_, _, kind) in zip(split_heads(logits, layout), layout, strict=True)
+    ]
 
 
 def class_probs(logits: torch.Tensor, layout) -> torch.Tensor:

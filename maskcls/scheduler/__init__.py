@@ -1,15 +1,15 @@
 """LR schedulers by name: step, cosine (with linear warmup), plateau (on validation macro-F1).
 
-`step_per_batch` says whether the loop steps the scheduler after each optimizer step (cosine)
-or once per epoch (step, plateau).
+`create_scheduler(optimizer, sched=..., num_epochs=..., steps_per_epoch=...)` takes keywords, as
+timm's `create_scheduler_v2` does, and returns the scheduler and `step_per_batch`: whether the loop
+steps it after each optimizer step (cosine) or once per epoch (step, plateau).
+`scheduler_kwargs(train_cfg, ...)` is the one adapter from a config to those keywords.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-
-from ..errors import MaskclsError
 
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
@@ -22,19 +22,36 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-SCHEDULERS = {
-    "cosine": lambda opt, t, steps_per_epoch: cosine_with_warmup(
-        opt, t["epochs"] * steps_per_epoch, int(t["warmup_epochs"] * steps_per_epoch)
-    ),
-    "step": lambda opt, t, _: torch.optim.lr_scheduler.StepLR(opt, t["step_size"], t["step_gamma"]),
-    "plateau": lambda opt, t, _: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=t["plateau_patience"]),
-    "none": lambda opt, t, _: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0),
-}
-STEP_PER_BATCH = {"cosine": True, "step": False, "plateau": False, "none": False}
+def _cosine(optimizer, num_epochs, steps_per_epoch, warmup_epochs, **_):
+    return cosine_with_warmup(optimizer, num_epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch))
 
 
-def create_scheduler(optimizer, train_cfg: dict, steps_per_epoch: int):
-    name = train_cfg["scheduler"]
-    if name not in SCHEDULERS:
-        raise MaskclsError(f"train.scheduler={name!r}: choose one of {', '.join(SCHEDULERS)}")
-    return SCHEDULERS[name](optimizer, train_cfg, steps_per_epoch), STEP_PER_BATCH[name]
+def _step(optimizer, step_size, step_gamma, **_):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size, step_gamma)
+
+
+def _plateau(optimizer, plateau_patience, **_):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=plateau_patience)
+
+
+def _constant(optimizer, **_):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+# name -> (factory, steps after every optimizer step rather than once per epoch)
+SCHEDULERS = {"cosine": (_cosine, True), "step": (_step, False), "plateau": (_plateau, False), "none": (_constant, False)}
+
+
+def create_scheduler(optimizer, sched: str = "cosine", num_epochs: int = 1, steps_per_epoch: int = 1, warmup_epochs: float = 0.0,
+                     step_size: int = 2, step_gamma: float = 0.1, plateau_patience: int = 1):
+    factory, step_per_batch = SCHEDULERS[sched]
+    scheduler = factory(optimizer, num_epochs=num_epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=warmup_epochs,
+                        step_size=step_size, step_gamma=step_gamma, plateau_patience=plateau_patience)
+    return scheduler, step_per_batch
+
+
+def scheduler_kwargs(train_cfg, num_epochs: int, steps_per_epoch: int) -> dict:
+    """create_scheduler's keywords from a config.TrainConfig and the loop's epoch and step counts."""
+    return {"sched": train_cfg.scheduler, "num_epochs": num_epochs, "steps_per_epoch": steps_per_epoch,
+            "warmup_epochs": train_cfg.warmup_epochs, "step_size": train_cfg.step_size, "step_gamma": train_cfg.step_gamma,
+            "plateau_patience": train_cfg.plateau_patience}

@@ -1,17 +1,14 @@
-"""Run folders and checkpoints: never overwrite a run, never leave a half-written file."""
+"""Run folders: never overwrite a run, never leave a half-written file."""
 from __future__ import annotations
 
 import csv
-import errno
-import os
 import subprocess
 import time
 from pathlib import Path
 
-import torch
-
 from ..config import dump_config
 from ..errors import MaskclsError
+from ..fileio import atomic_write, atomic_write_text
 
 
 def new_run_dir(out: str, name: str | None, config_name: str = "run") -> Path:
@@ -43,37 +40,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_run_files(run_dir: Path, cfg: dict) -> None:
+def write_run_files(run_dir: Path, cfg) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     atomic_write_text(run_dir / "git_commit.txt", git_commit() + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash or a full disk keeps the previous file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-        kept = "the previous one is kept" if path.exists() else "no earlier checkpoint exists"
-        raise MaskclsError(f"{path}: could not save the checkpoint ({reason}); {kept}. Free space and resume the run") from None
-
-
-def load_checkpoint(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise MaskclsError(f"{path}: checkpoint not found; train a run first or check the path")
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 class MetricsLog:
@@ -95,10 +64,7 @@ class MetricsLog:
     def _write(self) -> None:
         if not self.rows:
             return
-        columns = list(self.rows[-1])
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        with atomic_write(self.path, what="metrics table") as handle:
+            writer = csv.DictWriter(handle, list(self.rows[-1]), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)

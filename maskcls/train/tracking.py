@@ -6,14 +6,8 @@ from pathlib import Path
 
 from ..errors import MaskclsError
 
-BACKENDS = ("tensorboard", "wandb", "mlflow")
-
-
-def check_backends(backends) -> list[str]:
-    backends = [backends] if isinstance(backends, str) else list(backends or [])
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise MaskclsError(f"tracking={backends}: unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+def check_backends(backends: list[str]) -> list[str]:
+    """The configured backends (their names checked by the config), each one installed."""
     for backend in backends:
         if backend != "tensorboard" and importlib.util.find_spec(backend) is None:
             raise MaskclsError(f"tracking includes {backend!r} but it is not installed; pip install {backend} or remove it from tracking")
@@ -21,6 +15,8 @@ def check_backends(backends) -> list[str]:
 
 
 class Tracker:
+    """One front for the backends; a process that does not write (see distributed.py) gets no backend."""
+
     def __init__(self, run_dir: Path, backends, cfg: dict):
         backends = check_backends(backends)
         self.tensorboard = self.wandb = self.mlflow = None

@@ -1,15 +1,17 @@
 """Optimizers by name, with parameter groups: no weight decay on norms and biases, and a
-lower learning rate for a pretrained backbone (and the fine-tuned face experts) than for the new head."""
+lower learning rate for a pretrained backbone (and the fine-tuned face experts) than for the new head.
+
+`create_optimizer(model, opt=..., lr=...)` takes keywords, as timm's factories do;
+`optimizer_kwargs(train_cfg)` is the one adapter from a config to those keywords.
+"""
 from __future__ import annotations
 
 import torch
 
-from .errors import MaskclsError
-
 OPTIMIZERS = {
-    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t["lr"], momentum=t["momentum"], nesterov=True),
-    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t["lr"]),
-    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t["lr"]),
+    "sgd": lambda groups, lr, momentum: torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True),
+    "adam": lambda groups, lr, momentum: torch.optim.Adam(groups, lr=lr),
+    "adamw": lambda groups, lr, momentum: torch.optim.AdamW(groups, lr=lr),
 }
 
 
@@ -35,13 +37,16 @@ def param_groups(model, lr: float, weight_decay: float, backbone_lr_mult: float,
     return list(groups.values())
 
 
-def create_optimizer(model, train_cfg: dict):
-    name = train_cfg["optimizer"]
-    if name not in OPTIMIZERS:
-        raise MaskclsError(f"train.optimizer={name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, train_cfg["lr"], train_cfg["weight_decay"], train_cfg["backbone_lr_mult"],
-                          train_cfg["experts_lr_mult"])
-    optimizer = OPTIMIZERS[name](groups, train_cfg)
+def create_optimizer(model, opt: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.01, momentum: float = 0.9,
+                     backbone_lr_mult: float = 0.1, experts_lr_mult: float = 0.1) -> torch.optim.Optimizer:
+    groups = param_groups(model, lr, weight_decay, backbone_lr_mult, experts_lr_mult)
+    optimizer = OPTIMIZERS[opt](groups, lr, momentum)
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     return optimizer
+
+
+def optimizer_kwargs(train_cfg) -> dict:
+    """create_optimizer's keywords from a config.TrainConfig."""
+    return {"opt": train_cfg.optimizer, "lr": train_cfg.lr, "weight_decay": train_cfg.weight_decay, "momentum": train_cfg.momentum,
+            "backbone_lr_mult": train_cfg.backbone_lr_mult, "experts_lr_mult": train_cfg.experts_lr_mult}

@@ -1,4 +1,5 @@
-"""Batch inference shared by validation, prediction, CV and feature caching.
+"""Running a model over photos: device, autocast, loaders and TTA, shared by validation,
+prediction, CV and feature caching.
 
 The model is always rebuilt with the `Preprocess` recorded in its run, and every input goes
 through `eval_transform`, so training and prediction see images the same way.
@@ -14,18 +15,27 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data.dataset import PhotoDataset
-from .data.transforms import Preprocess
-from .errors import MaskclsError
-from .models.heads import class_probs
+from ..checkpoint import load_model
+from ..data.dataset import PhotoDataset
+from ..data.transforms import Preprocess
+from ..errors import MaskclsError
+from ..labels import NUM_CLASSES
+from ..models.heads import class_probs
 
 TTA_PRESETS = ("none", "hflip", "multiscale")
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto` is CUDA when there is a GPU, else the CPU; a device this machine lacks is a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MaskclsError(f"device={name!r}: not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise MaskclsError(f"device={name}: this machine has no such CUDA GPU; use device=cpu or device=auto")
+    return device
 
 
 def autocast(device: torch.device, amp: str):
@@ -73,7 +83,7 @@ def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: 
         with autocast(device, amp):
             probs = [class_probs(model(view), model.layout) for view in tta_views(x, tta)]
         out.append(torch.stack(probs).mean(0).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 18), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 @torch.no_grad()
@@ -88,3 +98,17 @@ def embed_files(model, pre: Preprocess, files, batch_size: int = 64, num_workers
         with autocast(device, amp):
             out.append(model.forward_features(x).float().cpu())
     return torch.cat(out).numpy()
+
+
+def member_probs(member_checkpoints, files, tta="none", batch_size=64, num_workers=2, progress=True, device=None) -> tuple[np.ndarray, list[dict]]:
+    """Mean (N,18) probabilities over a member's checkpoints (the folds of a CV folder), and
+    the preprocessing each checkpoint used."""
+    device = device or pick_device()
+    probs, preprocessing = [], []
+    for checkpoint_path in member_checkpoints:
+        model, pre, checkpoint = load_model(checkpoint_path, device)
+        amp = checkpoint["config"]["train"]["amp"]
+        probs.append(predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress,
+                                   desc=f"predict {checkpoint_path.parent.name}"))
+        preprocessing.append(pre.to_dict())
+    return np.mean(probs, axis=0), preprocessing

@@ -1,4 +1,5 @@
-"""Combining several models' (N, classes) probability arrays: soft vote, hard vote, fitted weights."""
+"""Combining several models' (N, classes) probability arrays: soft vote, hard vote, fitted
+weights, a separate vote for the mask, and person pooling (`combine` applies a recipe's whole vote)."""
 from __future__ import annotations
 
 from itertools import combinations
@@ -6,14 +7,17 @@ from math import comb
 
 import numpy as np
 
-from .decision import PROB_FLOOR, batch_macro_f1, check_labels
-from .errors import MaskclsError
+from ..errors import MaskclsError
+from ..metrics import batch_macro_f1
+from .offsets import apply_offsets
+from .persons import person_consistency
+from .probs import PROB_FLOOR, check_labels, joint_probs, mask_and_gender_age
 
-# Weight-grid resolution: 0.1 steps (66 candidates for 3 members, 1,001 for 5). With more
-# members the grid is coarsened until it has at most this many points.
+# Weight-grid resolution: 0.1 steps. With more members the grid is coarsened until it has at
+# most this many points.
 DEFAULT_WEIGHT_STEPS = 10
 MAX_WEIGHT_CANDIDATES = 2000
-# Candidates mixed per batch: the (batch, N, classes) mixture is about 46 MB for N ~ 20,000.
+# Candidates mixed per batch: the (batch, N, classes) mixture stays small enough to sit in cache.
 SCORING_BATCH = 16
 # F1 values this close are the same score reached through different counts.
 F1_DECIMALS = 12
@@ -102,3 +106,23 @@ def fit_soft_weights(oof_probs_list, y, steps: int = DEFAULT_WEIGHT_STEPS, max_c
     log_loss = -np.mean(np.log(np.clip(candidates @ true_class_probs, PROB_FLOOR, None)), axis=1)
     best = np.lexsort((log_loss, -np.round(f1, F1_DECIMALS)))[0]
     return candidates[best]
+
+
+def combine(members_probs: list[np.ndarray], vote, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) from the members' probabilities under `vote` (a recipe.Vote);
+    `groups` (person ids) make each person's photos agree on gender and age. The vote's
+    `mask_weights` (soft voting) give the mask its own vote, e.g. only the members that see the
+    photo at full size; gender x age keep its `weights`."""
+    if vote.method == "hard":
+        if vote.mask_weights is not None:
+            raise MaskclsError("mask weights apply to soft voting; use --method soft")
+        if groups is not None:
+            members_probs = [person_consistency(p, groups) for p in members_probs]
+        return hard_vote(members_probs), soft_vote(members_probs, vote.weights)
+    probs = soft_vote(members_probs, vote.weights)
+    if vote.mask_weights is not None:
+        probs = joint_probs(mask_and_gender_age(soft_vote(members_probs, vote.mask_weights))[0], mask_and_gender_age(probs)[1])
+    if groups is not None:
+        # After the vote, so each photo's weight in its person reflects the ensemble's confidence.
+        probs = person_consistency(probs, groups)
+    return (apply_offsets(probs, vote.offsets) if vote.offsets is not None else probs.argmax(1)), probs

@@ -12,7 +12,6 @@ last.pt is resumed, a fold that never finished an epoch restarts.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -20,24 +19,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import dump_config, load_config
-from .errors import MaskclsError
-from .metrics import score
-from .train import train
-from .train.run import atomic_write_text, new_run_dir
+from ..config import Config, dump_config, load_config
+from ..errors import MaskclsError
+from ..fileio import atomic_write, atomic_write_text
+from ..metrics import score
+from .engine import train
+from .run import new_run_dir
 
 
-def run_cv(cfg: dict | None = None, folds: int = 5, resume=None, progress: bool = True) -> dict:
+def run_cv(cfg: Config | None = None, folds: int = 5, resume=None, progress: bool = True) -> dict:
     if resume:
         cv_dir = Path(resume)
         if not (cv_dir / "cv.yaml").is_file():
             raise MaskclsError(f"{cv_dir}: no cv.yaml here; pass the folder a previous `maskcls cv` created")
         cfg = load_config(cv_dir / "cv.yaml")
-        folds = int(cfg["data"]["folds"])
+        folds = cfg.data.folds
     else:
-        cfg = copy.deepcopy(cfg)
-        cfg["data"]["folds"] = folds
-        cv_dir = new_run_dir(cfg["out"], cfg.get("name"), f"cv{folds}-{cfg['model']['backbone']}")
+        cfg = cfg.updated({"data.folds": folds})
+        cv_dir = new_run_dir(cfg.out, cfg.name, f"cv{folds}-{cfg.model.backbone}")
         atomic_write_text(cv_dir / "cv.yaml", dump_config(cfg))
     for fold in range(folds):
         fold_dir = cv_dir / f"fold{fold}"
@@ -48,8 +47,7 @@ def run_cv(cfg: dict | None = None, folds: int = 5, resume=None, progress: bool 
         else:
             if fold_dir.exists():
                 shutil.rmtree(fold_dir)  # started but never finished an epoch: nothing to keep
-            fold_cfg = copy.deepcopy(cfg)
-            fold_cfg["data"]["fold"], fold_cfg["out"], fold_cfg["name"] = fold, str(cv_dir), f"fold{fold}"
+            fold_cfg = cfg.updated({"data.fold": fold, "out": str(cv_dir), "name": f"fold{fold}"})
             if progress:
                 print(f"== fold {fold + 1}/{folds}", flush=True)
             result = train(fold_cfg, progress=progress)
@@ -73,8 +71,10 @@ def collect_oof(cv_dir: Path, folds: int) -> dict:
         raise MaskclsError(f"{cv_dir}: a photo is in more than one fold's validation set; the folds were not made from one split")
     order = np.argsort(oof_images["file"].to_numpy(), kind="stable")
     oof_images, oof_probs = oof_images.iloc[order].reset_index(drop=True), oof_probs[order]
-    oof_images.to_csv(cv_dir / "oof_images.csv", index=False)
-    np.save(cv_dir / "oof_probs.npy", oof_probs)
+    with atomic_write(cv_dir / "oof_images.csv", what="OOF table") as handle:
+        oof_images.to_csv(handle, index=False)
+    with atomic_write(cv_dir / "oof_probs.npy", "wb", what="OOF probabilities") as handle:
+        np.save(handle, oof_probs)
     fold_f1 = [s["macro_f1"] for s in fold_scores]
     summary = {
         "folds": folds,

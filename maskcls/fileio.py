@@ -1,0 +1,41 @@
+"""Writing files that matter: whole or not at all.
+
+Every checkpoint, config, metrics table, recipe and submission goes through `atomic_write`:
+the bytes land in a temporary file beside the target, are flushed to disk, and only then
+replace it, so a crash, a kill or a full disk leaves the previous file, never half of one.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import MaskclsError
+
+
+@contextmanager
+def atomic_write(path, mode: str = "w", what: str = "file"):
+    """Open a temporary file for writing; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {what} is intact" if path.exists() else f"no earlier {what} exists"
+        if exc.errno == errno.ENOSPC:
+            raise MaskclsError(f"disk full at {path}; {kept}. Free space and run the command again") from None
+        raise MaskclsError(f"{path}: could not write the {what} ({exc.strerror or exc}); {kept}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str, what: str = "file") -> None:
+    with atomic_write(path, "w", what) as handle:
+        handle.write(text)

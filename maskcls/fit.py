@@ -1,0 +1,146 @@
+"""Recipes end to end: `fit` trains a recipe's members into one folder; `fit_vote` fits a vote
+(weights, offsets) on out-of-fold probabilities and writes it as a recipe.
+
+    FIT_DIR/fit.json            the recipe as given, the data and overrides it was fitted with
+    FIT_DIR/members/<name>/     each member's run folder (or CV folder), with done.json when finished
+    FIT_DIR/recipe.yaml         the trained recipe (every member's `run`), written when all are done
+
+`maskcls predict FIT_DIR --data EVAL` applies the whole recipe. A fit is resumable: rerun the same
+command and finished members are skipped, an interrupted one resumes from its last epoch.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .checkpoint import checkpoints_of
+from .config import Config, load_config
+from .errors import MaskclsError
+from .fileio import atomic_write_text
+from .infer.offsets import cross_fit_offsets
+from .infer.recipe import Member, Recipe, Vote, load_recipe, recipe_of_runs, save_recipe
+from .infer.vote import fit_soft_weights, hard_vote, soft_vote
+from .metrics import macro_f1
+from .train import run_cv, train
+
+FIT_SPEC = "fit.json"
+DONE = "done.json"
+
+
+def member_config(member: Member, data: Path, fit_dir: Path, overrides) -> Config:
+    """The member's config on this data, with its own overrides, then the fit's."""
+    return load_config(member.config, [f"data.root={data}", f"out={fit_dir / 'members'}", f"name={member.name}",
+                                       *member.overrides, *overrides])
+
+
+def open_fit(fit_dir: Path, recipe: Recipe, data: Path, overrides: list[str]) -> None:
+    """Start a fit folder, or check that an existing one holds this same fit (then it resumes)."""
+    spec = {"recipe": recipe.to_dict(), "data": str(data), "overrides": list(overrides)}
+    spec_file = fit_dir / FIT_SPEC
+    if spec_file.is_file():
+        existing = json.loads(spec_file.read_text())
+        for key, what in (("recipe", "recipe"), ("data", "data"), ("overrides", "overrides")):
+            if existing.get(key) != spec[key]:
+                raise MaskclsError(f"{fit_dir}: holds a fit with another {what} ({existing.get('recipe', {}).get('name')!r} on "
+                                   f"{existing.get('data')}); choose another --out, or rerun that fit's own command to resume it")
+        return
+    if fit_dir.exists() and any(fit_dir.iterdir()):
+        raise MaskclsError(f"{fit_dir}: exists and is not a fit folder; choose another --out")
+    fit_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec_file, json.dumps(spec, indent=2) + "\n", what="fit spec")
+
+
+def train_member(member: Member, cfg: Config, run_dir: Path, progress: bool) -> dict:
+    """Train (or resume) one member into run_dir and mark it done."""
+    if member.folds:
+        resume = run_dir if (run_dir / "cv.yaml").is_file() else None
+        if resume is None and run_dir.exists():
+            shutil.rmtree(run_dir)  # made but never configured: nothing to keep
+        result = run_cv(None if resume else cfg, member.folds, resume, progress=progress)
+    elif (run_dir / "last.pt").is_file():
+        result = train(resume=run_dir, progress=progress)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # started but never finished an epoch: nothing to keep
+        result = train(cfg, progress=progress)
+    atomic_write_text(run_dir / DONE, json.dumps(result, indent=2, default=str) + "\n", what="member summary")
+    return result
+
+
+def fit(recipe, data, out=None, overrides: list[str] | tuple = (), progress: bool = True) -> dict:
+    """Train every member of `recipe` (a Recipe, a file or a shipped name) on the dataset `data`."""
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    data = Path(data).resolve()
+    if not ((data / "train" / "train.csv").is_file() or (data / "train.csv").is_file()):
+        raise MaskclsError(f"{data}: no train/train.csv here; --data takes the dataset folder holding train/")
+    fit_dir = Path(out or Path("runs") / recipe.name)
+    # Every member's config is built, and so checked, before the first one trains.
+    configs = {m.name: member_config(m, data, fit_dir, overrides) for m in recipe.members if m.config}
+    open_fit(fit_dir, recipe, data, list(overrides))
+    todo = [m for m in recipe.members if m.config and not (fit_dir / "members" / m.name / DONE).is_file()]
+    if not todo and progress:
+        print(f"fit {fit_dir}: every member of recipe {recipe.name!r} is trained already; nothing to train", flush=True)
+    for number, member in enumerate(todo, 1):
+        if progress:
+            print(f"== member {member.name} ({number}/{len(todo)} to train): {member.config} {' '.join(member.overrides)}", flush=True)
+        train_member(member, configs[member.name], fit_dir / "members" / member.name, progress)
+    # Trained members are found beside the recipe; members given as runs keep their absolute path.
+    trained = [Member(name=m.name, run=f"members/{m.name}" if m.config else str(recipe.run_path(m).resolve())) for m in recipe.members]
+    fitted = recipe.replace(members=trained, home=fit_dir.resolve())
+    save_recipe(fitted, fit_dir / "recipe.yaml")
+    return {"fit_dir": str(fit_dir), "trained": [m.name for m in todo], "recipe": fitted,
+            "members": {m.name: json.loads((fit_dir / "members" / m.name / DONE).read_text()) for m in recipe.members if m.config}}
+
+
+def member_oof(member) -> tuple[pd.DataFrame, np.ndarray]:
+    """(images, probs) held out from training: a CV folder's OOF, or a run's validation split."""
+    member = Path(member)
+    for images_csv, probs_npy in (("oof_images.csv", "oof_probs.npy"), ("val_images.csv", "val_probs.npy")):
+        if (member / images_csv).is_file() and (member / probs_npy).is_file():
+            return pd.read_csv(member / images_csv, dtype={"id": str}), np.load(member / probs_npy)
+    raise MaskclsError(f"{member}: no oof_probs.npy (CV folder) or val_probs.npy (run folder; none when trained on every person) to fit on; "
+                       "drop --fit-weights/--tune-offsets or pass CV folders")
+
+
+def aligned_oof(members) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The members' held-out probabilities on the same photos, in the same order."""
+    tables = [member_oof(m) for m in members]
+    reference = tables[0][0]
+    order = reference["file"]
+    probs = []
+    for member, (images, member_probs) in zip(members, tables):
+        if set(images["file"]) != set(order):
+            raise MaskclsError(f"{member}: its held-out photos differ from {members[0]}'s; fit on members trained on the same data and folds")
+        position = pd.Series(np.arange(len(images)), index=images["file"])
+        probs.append(member_probs[position.loc[order].to_numpy()])
+    return reference, probs
+
+
+def fit_vote(members, method: str = "soft", fit_weights: bool = False, tune_offsets: bool = False, tta: str = "none",
+             by_person: bool = False, name: str = "ensemble") -> Recipe:
+    """A recipe over trained runs or CV folders, its weights and offsets fitted on their OOF."""
+    for member in members:
+        checkpoints_of(member)  # fails early, with a clear line, on a folder with no model
+    if method == "hard" and (fit_weights or tune_offsets):
+        raise MaskclsError("--fit-weights and --tune-offsets apply to soft voting; use --method soft")
+    vote, notes = Vote(method=method), {}
+    if fit_weights or tune_offsets:
+        images, probs = aligned_oof(members)
+        labels = images["label"].to_numpy()
+        notes = {"n_images": len(labels), "members_macro_f1": [macro_f1(labels, p.argmax(1)) for p in probs],
+                 "equal_weights_macro_f1": macro_f1(labels, soft_vote(probs).argmax(1)),
+                 "hard_vote_macro_f1": macro_f1(labels, hard_vote(probs))}
+        weights = fit_soft_weights(probs, labels) if fit_weights and len(members) > 1 else None
+        if weights is not None:
+            vote = vote.replace(weights=weights.tolist())
+            notes["fitted_weights_macro_f1"] = macro_f1(labels, soft_vote(probs, weights).argmax(1))
+        if tune_offsets:
+            tuning = cross_fit_offsets(soft_vote(probs, weights), labels, images["id"].astype(str).to_numpy())
+            vote = vote.replace(offsets=tuning["offsets"].tolist())
+            notes.update({"argmax_macro_f1": tuning["argmax_f1"], "offsets_crossfit_macro_f1": tuning["tuned_f1"],
+                          "offsets_gain": tuning["gain"]})
+    return recipe_of_runs(members, tta, vote, by_person, name).replace(notes={"oof": notes} if notes else {})

@@ -1,0 +1,108 @@
+"""Persons in an eval set: photos grouped by who is in them, and one gender and age per person.
+
+The eval photos carry no person id, but each person has 7 of them. Small thumbnails of the
+photo's top part (hair, forehead, eyes and background: what a mask never covers) cluster into
+N/7 even-sized groups. Gender and age are properties of a person, not of a photo, so
+`person_consistency` then gives each person's photos one gender x age distribution, read mostly
+from the photos that show the face: the unmasked one, then the one with the mask worn wrong.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering
+
+from ..data.transforms import read_rgb
+from ..errors import MaskclsError
+from ..labels import NUM_CLASSES
+from .probs import N_GENDER_AGE, N_MASK, check_probs, joint_probs, log_probs, mask_and_gender_age
+
+# How much a photo says about its person's gender and age, for (wear, incorrect, not wear): a
+# masked face hides most of what shows age. Chosen on out-of-fold predictions of train persons
+# grouped by the same clustering as eval photos; the README's benchmark section has the figures.
+FACE_VISIBILITY_WEIGHTS = (1.0, 10.0, 30.0)
+PHOTOS_PER_PERSON = 7
+# The top part of a photo is above any mask, and it recovers persons far better than whole
+# photos or backbone features do (the README's benchmark section has the figures).
+PERSON_TOP_FRACTION = 0.35
+PERSON_THUMB_SIDE = 12
+
+
+def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarray:
+    """A small standardised colour thumbnail of the photo's top part."""
+    image = read_rgb(file)
+    top = image[: max(1, int(image.shape[0] * top_fraction))]
+    thumb = cv2.resize(top, (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    thumb -= thumb.mean(axis=(0, 1), keepdims=True)  # exposure and white balance differ between shots
+    return (thumb / (thumb.std() + 1e-6)).ravel()
+
+
+def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarray:
+    """Person ids for eval photos: N/7 even-sized clusters of their top-part thumbnails."""
+    embeddings = np.stack([person_embedding(f, top_fraction) for f in files])
+    return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
+
+
+def person_consistency(probs, groups, weighting: str = "information", face_weights=FACE_VISIBILITY_WEIGHTS) -> np.ndarray:
+    """18-class probs where each person's photos share one gender x age distribution.
+
+    Each photo keeps its own mask marginal; its gender x age marginal is replaced by the
+    person's, a weighted mean of the photos' marginals, and the two are recombined as
+    independent. A photo's weight is how much face it shows, `face_weights` for (wear,
+    incorrect, not wear) averaged over its own mask probabilities, times, with
+    weighting="information", how far its gender x age marginal is from uniform (log 6 minus its
+    entropy), so one confident photo outweighs several unsure ones; "uniform" drops that factor.
+    face_weights=(1, 1, 1) weighs all photos alike.
+    """
+    probs = check_probs(probs)
+    if probs.shape[1] != NUM_CLASSES:
+        raise MaskclsError(f"probs: person_consistency needs the {NUM_CLASSES}-class layout, got {probs.shape[1]} classes")
+    groups = np.asarray(groups)
+    if groups.shape != (len(probs),):
+        raise MaskclsError(f"groups: expected one person id per row ({len(probs)}), got shape {groups.shape}")
+    if weighting not in ("information", "uniform"):
+        raise MaskclsError(f"weighting={weighting!r}: use 'information' or 'uniform'")
+    face_weights = np.asarray(face_weights, dtype=np.float64)
+    if face_weights.shape != (N_MASK,) or not np.all(face_weights > 0):
+        raise MaskclsError(f"face_weights={face_weights.tolist()}: give {N_MASK} positive weights, for wear, incorrect and not wear")
+    mask_marginal, gender_age = mask_and_gender_age(probs)
+    weight = mask_marginal @ face_weights
+    if weighting == "information":
+        entropy = -np.sum(gender_age * log_probs(gender_age), axis=1)
+        # The small floor keeps a person whose photos are all uniform from dividing by zero.
+        weight = weight * (np.clip(np.log(N_GENDER_AGE) - entropy, 0.0, None) + 1e-6)
+    _, person = np.unique(groups, return_inverse=True)
+    n_persons = person.max() + 1 if len(person) else 0
+    person_sum = np.zeros((n_persons, N_GENDER_AGE))
+    np.add.at(person_sum, person, weight[:, None] * gender_age)
+    person_gender_age = person_sum / person_sum.sum(axis=1, keepdims=True)
+    return joint_probs(mask_marginal, person_gender_age[person])
+
+
+def group_by_embedding(embeddings, threshold: float | None = None, n_groups: int | None = None, linkage: str = "average") -> np.ndarray:
+    """Person ids from embeddings by agglomerative clustering.
+
+    linkage="average" clusters on cosine distance (`threshold` is a cosine distance);
+    linkage="ward" clusters the unit-normalised rows, which gives even-sized groups (`threshold`
+    is then a Ward merge cost). Give exactly one of `threshold` or `n_groups`. Memory grows
+    with N^2 (the pairwise distances).
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    if embeddings.ndim != 2:
+        raise MaskclsError(f"embeddings: expected an (images, dims) array, got shape {embeddings.shape}")
+    if (threshold is None) == (n_groups is None):
+        raise MaskclsError("group_by_embedding: give exactly one of threshold= or n_groups=")
+    if linkage not in ("average", "ward"):
+        raise MaskclsError(f"linkage={linkage!r}: use 'average' or 'ward'")
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise MaskclsError("embeddings: some rows are all zeros, which have no cosine distance; drop or fix them")
+    if len(embeddings) < 2:
+        return np.zeros(len(embeddings), dtype=np.int64)
+    if linkage == "ward":
+        clustering = AgglomerativeClustering(n_clusters=n_groups, distance_threshold=threshold, linkage="ward")
+        return clustering.fit_predict(embeddings / norms).astype(np.int64)
+    clustering = AgglomerativeClustering(
+        n_clusters=n_groups, distance_threshold=threshold, metric="cosine", linkage="average"
+    )
+    return clustering.fit_predict(embeddings).astype(np.int64)

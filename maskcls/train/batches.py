@@ -1,0 +1,124 @@
+"""Where a training step's batches come from.
+
+`ImageBatches` decodes and augments photos every epoch (fine-tuning); `FeatureBatches` serves
+backbone features embedded once and cached (`model.mode=probe`), so the head trains in seconds.
+Both give the loop the same four things: the batches of an epoch, a last per-batch step before
+the forward pass (channels-last and mixup/CutMix for photos), the forward pass itself, and the
+validation probabilities. The loop has no branch on the mode.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from ..data.dataset import PhotoDataset, seeded_generator
+from ..data.mix import mix_batch
+from ..fileio import atomic_write
+from ..infer.runtime import embed_files, predict_probs
+from ..labels import NUM_CLASSES
+from ..models.heads import class_probs
+from .distributed import gather_rows
+
+FEATURE_BATCH_SIZE = 128
+VALIDATION_BATCH_SIZE = 64
+
+
+def make_sampler(labels: np.ndarray, kind: str, generator: torch.Generator):
+    """The training sampler: None (a shuffle) for random, or class-balanced draws with replacement."""
+    if kind == "random":
+        return None
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(float)
+    return WeightedRandomSampler(1.0 / counts[labels], len(labels), generator=generator)
+
+
+class ImageBatches:
+    show_progress = True
+    shows_images = True
+
+    def __init__(self, cfg, pre, train_images, train_targets, val_images, device):
+        self.cfg, self.pre, self.device = cfg, pre, device
+        self.labels = train_images["label"].to_numpy()
+        self.val_files = val_images["file"]
+        self.dataset = PhotoDataset(train_images["file"], train_targets, pre, cfg.augment.preset, cfg.seed)
+        self.epochs = cfg.train.epochs
+        self.steps_per_epoch = max(1, len(self.dataset) // cfg.train.batch_size // cfg.train.accum_steps)
+
+    def epoch(self, epoch: int):
+        self.dataset.set_epoch(epoch)
+        sampler = make_sampler(self.labels, self.cfg.train.sampler, seeded_generator(self.cfg.seed, epoch))
+        return DataLoader(
+            self.dataset, batch_size=self.cfg.train.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
+            generator=seeded_generator(self.cfg.seed, epoch), num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def prepare(self, x, target, mix_rng):
+        t_cfg = self.cfg.train
+        x = x.contiguous(memory_format=torch.channels_last) if t_cfg.channels_last else x
+        return mix_batch(x, target, t_cfg.mix, t_cfg.mix_alpha, t_cfg.mix_prob, mix_rng)
+
+    @staticmethod
+    def forward(model, x, with_age_years: bool):
+        return model(x, with_age_years=with_age_years)
+
+    def val_probs(self, model, progress: bool) -> np.ndarray:
+        probs = predict_probs(model, self.pre, self.val_files, batch_size=max(self.cfg.train.batch_size, VALIDATION_BATCH_SIZE),
+                              num_workers=self.cfg.data.num_workers, amp=self.cfg.train.amp, device=self.device,
+                              progress=progress, desc="validate")
+        return gather_rows(probs)
+
+
+class FeatureBatches:
+    show_progress = False
+    shows_images = False
+
+    def __init__(self, cfg, model, pre, all_files, train_images, train_targets, val_images, device, progress):
+        self.cfg, self.device = cfg, device
+        features = cached_features(model, pre, all_files, cfg, device, progress)
+        row_of = {file: row for row, file in enumerate(all_files)}
+        self.train_x = features[[row_of[f] for f in train_images["file"]]]
+        self.val_x = features[[row_of[f] for f in val_images["file"]]]
+        self.targets = train_targets
+        self.epochs = cfg.train.probe_epochs
+        self.steps_per_epoch = max(1, len(self.train_x) // cfg.train.batch_size)
+
+    def epoch(self, epoch: int):
+        batch_size = self.cfg.train.batch_size
+        order = torch.randperm(len(self.train_x), generator=seeded_generator(self.cfg.seed, epoch))
+        # Full batches only, like drop_last: the head's BatchNorm can't train on a batch of one.
+        return [(self.train_x[idx], torch.as_tensor(self.targets[idx.numpy()])) for idx in order.split(batch_size) if len(idx) == batch_size]
+
+    @staticmethod
+    def prepare(x, target, mix_rng):
+        return x, target
+
+    @staticmethod
+    def forward(model, x, with_age_years: bool):
+        return model.forward_head(x, with_age_years)
+
+    @torch.no_grad()
+    def val_probs(self, model, progress: bool) -> np.ndarray:
+        model.eval()
+        return gather_rows(class_probs(model.forward_head(self.val_x.to(self.device)), model.layout).cpu().numpy())
+
+
+def feature_cache_path(cfg, pre, files) -> Path:
+    """Features depend on the backbone, its weights, the preprocessing and the photos only."""
+    key = repr((cfg.model.backbone, cfg.model.weights, cfg.model.face_features, pre.to_dict(), list(files)))
+    return Path(cfg.out) / ".feature_cache" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
+
+
+def cached_features(model, pre, files, cfg, device, progress=True) -> torch.Tensor:
+    """Backbone features of every photo, computed once and shared by all runs and folds."""
+    path = feature_cache_path(cfg, pre, files)
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    features = embed_files(model, pre, files, FEATURE_BATCH_SIZE, cfg.data.num_workers, cfg.train.amp, device, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb", what="feature cache") as handle:
+        np.save(handle, features)
+    return torch.from_numpy(features)
