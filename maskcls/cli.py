@@ -132,69 +132,54 @@ def cmd_demo(args):
     run_demo(args.out, quiet=args.quiet)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskcls", description="Mask / gender / age classification for the P Stage 1 layout.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_command(sub, name, func, help_text, overrides=False) -> argparse.ArgumentParser:
+    command = sub.add_parser(name, help=help_text, description=help_text)
+    command.set_defaults(func=func, takes_overrides=overrides, overrides=[])
+    if overrides:
+        command.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=0.001")
+    return command
 
-    def add(name, func, help_text, overrides=False):
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(func=func, takes_overrides=overrides, overrides=[])
-        if overrides:
-            command.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=0.001")
-        return command
 
-    def age_cuts(command):
-        command.add_argument("--age-cuts", nargs=2, type=int, default=[30, 60], metavar=("LOW", "HIGH"),
-                             help="age group boundaries (default 30 60; competitors move HIGH to 57 or 58)")
+def add_age_cuts(command) -> None:
+    command.add_argument("--age-cuts", nargs=2, type=int, default=[30, 60], metavar=("LOW", "HIGH"),
+                         help="age group boundaries (default 30 60; competitors move HIGH to 57 or 58)")
 
-    command = add("check", cmd_check, "validate a dataset folder (train/ and/or eval/) and print a summary")
+
+def add_data_commands(sub) -> None:
+    command = add_command(sub, "check", cmd_check, "validate a dataset folder (train/ and/or eval/) and print a summary")
     command.add_argument("data")
     command.add_argument("--label-fixes", help="versioned label-fixes CSV to apply")
-    age_cuts(command)
+    add_age_cuts(command)
 
-    command = add("demo-data", cmd_demo_data, "write a small SYNTHETIC dataset in the competition layout")
+    command = add_command(sub, "demo-data", cmd_demo_data, "write a small SYNTHETIC dataset in the competition layout")
     command.add_argument("--out", required=True)
     command.add_argument("--persons", type=int, default=150)
     command.add_argument("--eval-persons", type=int, default=60)
     command.add_argument("--image-size", type=int, default=96)
     command.add_argument("--seed", type=int, default=0)
 
-    command = add("eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")
+    command = add_command(sub, "eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")
     command.add_argument("data")
     command.add_argument("--out", required=True)
-    age_cuts(command)
+    add_age_cuts(command)
 
+
+def add_training_commands(sub) -> None:
     for name, func, help_text in (("train", cmd_train, "train one person-split run"),
                                   ("cv", cmd_cv, "K-fold cross-validation by person, with out-of-fold probabilities")):
-        command = add(name, func, help_text, overrides=True)
+        command = add_command(sub, name, func, help_text, overrides=True)
         command.add_argument("--config", help="YAML file, or a name in configs/ (demo, cpu-fast, cpu-face, cpu-finetune, gpu)")
         command.add_argument("--resume", help="continue an interrupted run (train) or CV folder (cv)")
         if name == "cv":
             command.add_argument("--folds", type=int, default=5)
 
-    command = add("fit", cmd_fit, "train every member of a recipe into one folder (resumable); predict from that folder", overrides=True)
+    command = add_command(sub, "fit", cmd_fit, "train every member of a recipe into one folder (resumable); predict from that folder",
+                          overrides=True)
     command.add_argument("recipe", help="a recipe YAML or a name in configs/recipes/ (demo, cpu-fast, cpu-best)")
     command.add_argument("--data", required=True, help="dataset folder holding train/")
     command.add_argument("--out", help="fit folder (default runs/RECIPE); rerun the same command to resume it")
 
-    command = add("predict", cmd_predict, "write a submission (info.csv with ans) from a fit or ensemble folder, a recipe, or runs")
-    command.add_argument("members", nargs="+", help="a fit folder, a recipe YAML, or run folders, CV folders and checkpoint files")
-    command.add_argument("--data", required=True, help="eval folder (holding info.csv and images/) or the dataset root")
-    command.add_argument("--out", required=True, help="submission CSV path")
-    command.add_argument("--tta", choices=["none", "hflip", "multiscale"], help="default: the recipe's, or none for runs")
-    command.add_argument("--method", choices=["soft", "hard"], help="default: the recipe's, or soft for runs")
-    command.add_argument("--by-person", action=argparse.BooleanOptionalAction, default=None,
-                         help="group the eval photos into persons (7 each); each person's photos share one gender and age, read mostly from the unmasked photo")
-    command.add_argument("--mask-weights", type=float, nargs="+", metavar="W",
-                         help="one weight per member for the mask alone, e.g. 0 0 0 1 to take the mask from the fourth")
-    command.add_argument("--batch-size", type=int, default=64)
-
-    command = add("check-submission", cmd_check_submission, "verify a submission against info.csv")
-    command.add_argument("file")
-    command.add_argument("--info", required=True)
-
-    command = add("ensemble", cmd_ensemble, "a recipe over runs and CV folders; fit weights and macro-F1 offsets on OOF")
+    command = add_command(sub, "ensemble", cmd_ensemble, "a recipe over runs and CV folders; fit weights and macro-F1 offsets on OOF")
     command.add_argument("members", nargs="+")
     command.add_argument("--out", required=True, help="folder for recipe.yaml")
     command.add_argument("--method", default="soft", choices=["soft", "hard"])
@@ -204,7 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--by-person", action="store_true", help="pool each person's eval photos at predict time")
     command.add_argument("--force", action="store_true", help="replace an existing recipe.yaml")
 
-    command = add("evaluate", cmd_evaluate, "score a submission against a truth CSV; HTML/PNG report")
+
+def add_prediction_commands(sub) -> None:
+    command = add_command(sub, "predict", cmd_predict, "write a submission (info.csv with ans) from a fit or ensemble folder, a recipe, or runs")
+    command.add_argument("members", nargs="+", help="a fit folder, a recipe YAML, or run folders, CV folders and checkpoint files")
+    command.add_argument("--data", required=True, help="eval folder (holding info.csv and images/) or the dataset root")
+    command.add_argument("--out", required=True, help="submission CSV path")
+    command.add_argument("--tta", choices=["none", "hflip", "multiscale"], help="default: the recipe's, or none for runs")
+    command.add_argument("--method", choices=["soft", "hard"], help="default: the recipe's, or soft for runs")
+    command.add_argument("--by-person", action=argparse.BooleanOptionalAction, default=None,
+                         help="group the eval photos into persons (7 each); each person's photos share one gender and age, "
+                              "read mostly from the unmasked photo (default: the recipe's, or off for runs)")
+    command.add_argument("--mask-weights", type=float, nargs="+", metavar="W",
+                         help="one weight per member for the mask alone, e.g. 0 0 0 1 to take the mask from the fourth")
+    command.add_argument("--batch-size", type=int, default=64)
+
+    command = add_command(sub, "check-submission", cmd_check_submission, "verify a submission against info.csv")
+    command.add_argument("file")
+    command.add_argument("--info", required=True)
+
+    command = add_command(sub, "evaluate", cmd_evaluate, "score a submission against a truth CSV; HTML/PNG report")
     command.add_argument("pred")
     command.add_argument("--truth", required=True)
     command.add_argument("--out", required=True)
@@ -212,8 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--images", help="folder of the eval images, for thumbnails")
     command.add_argument("--meta", help="CSV ImageID,id giving each image's person")
 
-    command = add("demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, predict, evaluate")
+    command = add_command(sub, "demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, "
+                                                 "predict, evaluate")
     command.add_argument("--out", default="demo_out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskcls", description="Mask / gender / age classification for the P Stage 1 layout.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_data_commands(sub)
+    add_training_commands(sub)
+    add_prediction_commands(sub)
     return parser
 
 

@@ -45,7 +45,12 @@ def bounds(**limits) -> dict:
 
 
 class Section:
-    """Shared by every config section: a checked copy with some fields changed, and the plain dict."""
+    """Shared by every config section: built from a dict, a checked copy with some fields changed, and the plain dict."""
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = ""):
+        """A checked section from a (partial) dict: ModelConfig.from_dict({"backbone": "resnet10t"})."""
+        return config_section_from_dict(cls, values, where)
 
     def replace(self, **changes):
         return config_section_from_dict(type(self), {**self.to_dict(), **changes}, "")

@@ -19,8 +19,10 @@ import itertools
 import json
 import os
 import time
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -128,6 +130,36 @@ def _channel_stats(scans: list[dict]) -> tuple[list[float], list[float], int]:
     return mean.round(4).tolist(), np.sqrt(np.maximum(variance, 0)).round(4).tolist(), len(sampled)
 
 
+class _Scanned(NamedTuple):
+    """The image table with each image's scan results, and the arrays the duplicate checks compare."""
+
+    images: pd.DataFrame  # the training image table plus row, size, mode, format, md5 and brightness
+    hashes: np.ndarray  # packed mean-hash bits, one row per image
+    colour_cells: np.ndarray  # HASH_SIDE x HASH_SIDE mean colours, one per image
+    unreadable: list[dict]
+    channel_stats: tuple[list[float], list[float], int]
+
+
+def _scan_dataset(images: pd.DataFrame, sample_stats: int | None, seed: int, progress: bool) -> _Scanned:
+    """Scan every training image once and line the results up with the image table."""
+    images = images.copy()
+    images["row"] = np.arange(len(images))
+    scans = _scan_all(images["file"].tolist(), _stats_sample(len(images), sample_stats, seed), progress)
+    readable = ["error" not in s for s in scans]
+    for key in ("size", "mode", "format", "md5", "brightness"):
+        images[key] = [s.get(key) for s in scans]
+    images["brightness"] = images["brightness"].astype(float)
+    # Unreadable images get zero placeholders; every check below skips them (their md5 is missing).
+    hashes = np.stack([
+        s["hash"] if ok else np.zeros(HASH_SIDE * HASH_SIDE // 8, np.uint8) for s, ok in zip(scans, readable, strict=True)
+    ])
+    colour_cells = np.stack([
+        s["colour_cells"] if ok else np.zeros((HASH_SIDE, HASH_SIDE, 3), np.uint8) for s, ok in zip(scans, readable, strict=True)
+    ])
+    unreadable = [{"file": f, "error": s["error"]} for f, s, ok in zip(images["file"], scans, readable, strict=True) if not ok]
+    return _Scanned(images, hashes, colour_cells, unreadable, _channel_stats(scans))
+
+
 def _normal_distances(images: pd.DataFrame, hashes: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
     """Each readable non-`normal` photo (with its person's `normal` row) and its mean-hash distance to it."""
     readable = images[images["md5"].notna()]
@@ -200,6 +232,48 @@ def _brightness_outliers(images: pd.DataFrame) -> tuple[list[dict], dict]:
         {"file": r.file, "path": r.path, "photo": r.photo, "brightness": round(r.brightness, 4), "z": round(r.z, 2)}
         for r in flagged.itertuples(index=False)
     ], limits
+
+
+# ---- summary parts --------------------------------------------------------------------------
+
+
+def _person_counts(persons: pd.DataFrame) -> dict:
+    return {
+        "persons_by_gender": {name: int((persons["gender_code"] == code).sum()) for code, name in enumerate(GENDER_NAMES)},
+        "persons_by_age_group": {name: int((persons["age_group"] == code).sum()) for code, name in enumerate(AGE_NAMES)},
+        "persons_by_race": _counts(persons["race"]),
+        "age": {"min": int(persons["age"].min()), "max": int(persons["age"].max()), "mean": round(float(persons["age"].mean()), 2)},
+    }
+
+
+def _image_counts(scanned: _Scanned) -> dict:
+    images = scanned.images
+    channel_mean, channel_std, stats_images = scanned.channel_stats
+    return {
+        "class_counts": np.bincount(images["label"], minlength=NUM_CLASSES).tolist(),
+        "class_names": [class_name(i) for i in range(NUM_CLASSES)],
+        "mask_ratio": {name: round(float((images["mask"] == code).mean()), 4) for code, name in enumerate(MASK_NAMES)},
+        "image_sizes": _counts(images["size"]),
+        "image_modes": _counts(images["mode"]),
+        "image_formats": _counts(images["format"]),
+        "channel_mean": channel_mean,
+        "channel_std": channel_std,
+        "stats_images": stats_images,
+    }
+
+
+def _suspicious_items(scanned: _Scanned, others: pd.DataFrame, distances: np.ndarray) -> dict:
+    brightness_outliers, brightness_limits = _brightness_outliers(scanned.images)
+    return {
+        "duplicate_rule": {
+            "max_hash_distance": DUPLICATE_MAX_DISTANCE, "cell_change": DUPLICATE_CELL_CHANGE,
+            "max_changed_area": DUPLICATE_MAX_CHANGED_AREA,
+        },
+        "near_duplicates": _near_duplicates(scanned.images, scanned.hashes, scanned.colour_cells, others, distances),
+        "brightness_limits": brightness_limits,
+        "brightness_outliers": brightness_outliers,
+        "unreadable": scanned.unreadable,
+    }
 
 
 # ---- pictures -------------------------------------------------------------------------------
@@ -296,6 +370,62 @@ def _pick(files: pd.Series, count: int, rng: np.random.Generator) -> list[str]:
     return files.iloc[np.sort(rng.choice(len(files), size=min(count, len(files)), replace=False))].tolist() if len(files) else []
 
 
+def _person_charts(out_dir: Path, persons: pd.DataFrame, summary: dict, plots: list[str]) -> None:
+    _bar_chart(out_dir, "persons_gender.png", "persons by gender", pd.Series(summary["persons_by_gender"]), plots)
+    _bar_chart(out_dir, "persons_age_group.png", "persons by age group", pd.Series(summary["persons_by_age_group"]), plots)
+    _bar_chart(out_dir, "persons_race.png", "persons by race", pd.Series(summary["persons_by_race"]), plots)
+    _age_histogram(out_dir, persons, summary["age_cuts"], plots)
+
+
+def _class_charts(out_dir: Path, images: pd.DataFrame, summary: dict, plots: list[str]) -> None:
+    """Images per class and per mask state; both colour a bar by its mask state."""
+    mask_colours = ["#4c72b0", "#dd8452", "#c44e52"]
+    class_counts = pd.Series(summary["class_counts"], index=summary["class_names"])
+    _bar_chart(
+        out_dir, "class_counts.png", "images per class (colour = mask state)", class_counts,
+        plots, colours=[mask_colours[label // 6] for label in range(NUM_CLASSES)], long_labels=True,
+    )
+    mask_counts = pd.Series(np.bincount(images["mask"], minlength=len(MASK_NAMES)), index=MASK_NAMES)
+    _bar_chart(out_dir, "mask_ratio.png", "images per mask state", mask_counts, plots, colours=mask_colours)
+
+
+def _sample_grids(out_dir: Path, images: pd.DataFrame, seed: int, plots: list[str]) -> None:
+    """Thumbnails drawn at random with `seed`: 8 per mask state, then 6 per class."""
+    rng = np.random.default_rng(seed)
+    _sample_grid(
+        out_dir, "grid_mask_states.png", "samples per mask state",
+        {name: _pick(images.loc[images["mask"] == code, "file"], 8, rng) for code, name in enumerate(MASK_NAMES)}, 8, plots,
+    )
+    _sample_grid(
+        out_dir, "grid_classes.png", "samples per class",
+        {f"{i} {class_name(i)}": _pick(images.loc[images["label"] == i, "file"], 6, rng) for i in range(NUM_CLASSES)}, 6, plots,
+    )
+
+
+def _suspicious_histograms(out_dir: Path, images: pd.DataFrame, distances: np.ndarray, limits: dict, plots: list[str]) -> None:
+    """The distributions behind the two checks, with their cut-offs; skipped when there is nothing to draw."""
+    if len(distances):
+        _value_histogram(
+            out_dir, "hash_distance.png", "mean-hash distance: normal vs each other photo of the person",
+            distances, {f"candidates <= {DUPLICATE_MAX_DISTANCE}": DUPLICATE_MAX_DISTANCE}, plots,
+            bins=np.arange(HASH_SIDE * HASH_SIDE + 2) - 0.5,  # one bar per whole distance
+        )
+    brightness = images["brightness"].dropna()
+    if len(brightness):
+        limit_lines = {"low": limits["low"], "high": limits["high"]} if "low" in limits else {}
+        _value_histogram(out_dir, "brightness_histogram.png", "mean brightness per image (0..1)", brightness, limit_lines, plots)
+
+
+def _draw_plots(out_dir: Path, persons: pd.DataFrame, images: pd.DataFrame, summary: dict, distances: np.ndarray) -> list[str]:
+    """Every chart and sample grid, in the order the report shows them; returns the file names written."""
+    plots: list[str] = []
+    _person_charts(out_dir, persons, summary, plots)
+    _class_charts(out_dir, images, summary, plots)
+    _sample_grids(out_dir, images, summary["seed"], plots)
+    _suspicious_histograms(out_dir, images, distances, summary["brightness_limits"], plots)
+    return plots
+
+
 # ---- eval -----------------------------------------------------------------------------------
 
 
@@ -361,67 +491,96 @@ def _suspicious_table(items: list[dict], columns: list[str], thumbnail_keys: lis
     return note + html_table(columns + thumbnail_keys, rows, css_class="data")
 
 
-def _write_report(out_dir: Path, summary: dict) -> None:
-    s = summary
-
-    def plot(name: str) -> str:
-        return _embedded_png(out_dir, name) if name in s["plots"] else ""
-
-    class_rows = [(i, class_name(i), n, f"{n / max(s['n_images'], 1):.1%}") for i, n in enumerate(s["class_counts"])]
-    mean, std, rule = s["channel_mean"], s["channel_std"], s["duplicate_rule"]
-    eval_part = "<p>No eval/ folder beside train/.</p>"
-    if s["eval"]:
-        e = s["eval"]
-        eval_part = (
-            f"<p>{e['n_images']} images in {escape(e['dir'])}/images"
-            + (f"; {e['n_listed_in_info_csv']} listed in info.csv" if e["n_listed_in_info_csv"] is not None else "; no info.csv")
-            + (f"; {len(e['unreadable'])} unreadable" if e["unreadable"] else "") + ".</p>"
-            + "<h3>Sizes</h3>" + _table(e["image_sizes"], ("size", "count"))
-            + "<h3>Modes</h3>" + _table(e["image_modes"], ("mode", "count"))
-        )
+def _overview_html(s: dict) -> str:
     notes = "".join(f"<li>{escape(w)}</li>" for w in s["warnings"])
     notes += "".join(f"<li>skipped {n} file(s): {escape(reason)}</li>" for reason, n in s["skipped"].items())
     notes += "".join(f"<li>unreadable: {escape(u['file'])} ({escape(u['error'])})</li>" for u in s["unreadable"])
-    body = f"""<p>{escape(s['train_dir'])}: <b>{s['n_persons']}</b> persons, <b>{s['n_images']}</b> images;
+    return f"""<p>{escape(s['train_dir'])}: <b>{s['n_persons']}</b> persons, <b>{s['n_images']}</b> images;
 age cuts {s['age_cuts'][0]}, {s['age_cuts'][1]}.</p>
-{f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
-<h2>Persons</h2>
+{f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}"""
+
+
+def _persons_html(s: dict, figures: dict[str, str]) -> str:
+    return f"""<h2>Persons</h2>
 {_table(s['persons_by_gender'], ('gender', 'persons'))}{_table(s['persons_by_age_group'], ('age group', 'persons'))}
 {_table(s['persons_by_race'], ('race', 'persons'))}
-{plot('persons_gender.png')}{plot('persons_age_group.png')}{plot('persons_race.png')}
-{plot('age_histogram.png')}
-<h2>Classes</h2>
+{figures['persons_gender.png']}{figures['persons_age_group.png']}{figures['persons_race.png']}
+{figures['age_histogram.png']}"""
+
+
+def _classes_html(s: dict, figures: dict[str, str]) -> str:
+    class_rows = [(i, class_name(i), n, f"{n / max(s['n_images'], 1):.1%}") for i, n in enumerate(s["class_counts"])]
+    return f"""<h2>Classes</h2>
 <p>class = mask*6 + gender*3 + age group. Mask-state share of images:
 {', '.join(f'{k} {v:.1%}' for k, v in s['mask_ratio'].items())}.</p>
-{plot('class_counts.png')}{plot('mask_ratio.png')}
-{_table(class_rows, ('class', 'name', 'images', 'share'))}
-<h2>Images</h2>
+{figures['class_counts.png']}{figures['mask_ratio.png']}
+{_table(class_rows, ('class', 'name', 'images', 'share'))}"""
+
+
+def _images_html(s: dict) -> str:
+    return f"""<h2>Images</h2>
 {_table(s['image_sizes'], ('size', 'count'))}{_table(s['image_modes'], ('mode', 'count'))}{_table(s['image_formats'], ('format', 'count'))}
 <h3>Suggested normalisation</h3>
 <p>Per-channel RGB mean and std on the 0..1 scale, over {s['stats_images']} of {s['n_images']} images decoded at full size
 (drawn with seed {s['seed']}):</p>
-<p><code>mean = {mean}</code><br><code>std = {std}</code></p>
-<h2>Samples</h2>
-{plot('grid_mask_states.png')}
-{plot('grid_classes.png')}
-<h2>Suspicious items</h2>
+<p><code>mean = {s['channel_mean']}</code><br><code>std = {s['channel_std']}</code></p>"""
+
+
+def _samples_html(figures: dict[str, str]) -> str:
+    return f"""<h2>Samples</h2>
+{figures['grid_mask_states.png']}
+{figures['grid_classes.png']}"""
+
+
+def _near_duplicates_html(s: dict, figures: dict[str, str]) -> str:
+    rule = s["duplicate_rule"]
+    return f"""<h2>Suspicious items</h2>
 <h3>Near-duplicates within a person</h3>
 <p><code>normal</code> against each other photo of the person (a masked photo that looks like the bare face):
 a candidate has {HASH_SIDE}x{HASH_SIDE} grayscale mean-hash Hamming distance &le; {rule['max_hash_distance']} of
 {HASH_SIDE * HASH_SIDE} bits, and is flagged when under {rule['max_changed_area']:.0%} of the {HASH_SIDE}x{HASH_SIDE}
 colour cells change by more than {rule['cell_change']} (a mask near the skin's brightness barely moves the hash but
 changes the colour of the lower face). Byte-identical files of one person are flagged too.</p>
-{plot('hash_distance.png')}
+{figures['hash_distance.png']}
 {_suspicious_table(
     s['near_duplicates'], ['path', 'photo_a', 'photo_b', 'distance', 'changed_area', 'identical_file'], ['file_a', 'file_b']
-)}
-<h3>Brightness outliers</h3>
-<p>Mean grayscale brightness (0..1), flagged at |modified z| &gt; {s['brightness_limits']['max_abs_z']}
-(median {s['brightness_limits']['median']}, robust scale {s['brightness_limits']['scale']}).</p>
-{plot('brightness_histogram.png')}
-{_suspicious_table(s['brightness_outliers'], ['path', 'photo', 'brightness', 'z'], ['file'])}
-<h2>Eval</h2>
-{eval_part}"""
+)}"""
+
+
+def _brightness_html(s: dict, figures: dict[str, str]) -> str:
+    limits = s["brightness_limits"]
+    return f"""<h3>Brightness outliers</h3>
+<p>Mean grayscale brightness (0..1), flagged at |modified z| &gt; {limits['max_abs_z']}
+(median {limits['median']}, robust scale {limits['scale']}).</p>
+{figures['brightness_histogram.png']}
+{_suspicious_table(s['brightness_outliers'], ['path', 'photo', 'brightness', 'z'], ['file'])}"""
+
+
+def _eval_html(e: dict | None) -> str:
+    if not e:
+        return "<h2>Eval</h2>\n<p>No eval/ folder beside train/.</p>"
+    return (
+        f"<h2>Eval</h2>\n<p>{e['n_images']} images in {escape(e['dir'])}/images"
+        + (f"; {e['n_listed_in_info_csv']} listed in info.csv" if e["n_listed_in_info_csv"] is not None else "; no info.csv")
+        + (f"; {len(e['unreadable'])} unreadable" if e["unreadable"] else "") + ".</p>"
+        + "<h3>Sizes</h3>" + _table(e["image_sizes"], ("size", "count"))
+        + "<h3>Modes</h3>" + _table(e["image_modes"], ("mode", "count"))
+    )
+
+
+def _write_report(out_dir: Path, summary: dict) -> None:
+    """report.html: one section after another, each chart embedded; a chart that was not drawn shows as nothing."""
+    figures = defaultdict(str, {name: _embedded_png(out_dir, name) for name in summary["plots"]})
+    body = "\n".join([
+        _overview_html(summary),
+        _persons_html(summary, figures),
+        _classes_html(summary, figures),
+        _images_html(summary),
+        _samples_html(figures),
+        _near_duplicates_html(summary, figures),
+        _brightness_html(summary, figures),
+        _eval_html(summary["eval"]),
+    ])
     (out_dir / "report.html").write_text(page("maskcls EDA", body, PAGE_STYLE), encoding="utf-8")
 
 
@@ -445,94 +604,23 @@ def run_eda(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_train(data_root, age_cuts)
-    persons, images = data.persons, data.images.copy()
-    images["row"] = np.arange(len(images))
-
-    scans = _scan_all(images["file"].tolist(), _stats_sample(len(images), sample_stats, seed), progress)
-    readable = ["error" not in s for s in scans]
-    for key in ("size", "mode", "format", "md5", "brightness"):
-        images[key] = [s.get(key) for s in scans]
-    images["brightness"] = images["brightness"].astype(float)
-    # Unreadable images get zero placeholders; every check below skips them (their md5 is missing).
-    hashes = np.stack([
-        s["hash"] if ok else np.zeros(HASH_SIDE * HASH_SIDE // 8, np.uint8) for s, ok in zip(scans, readable, strict=True)
-    ])
-    colour_cells = np.stack([
-        s["colour_cells"] if ok else np.zeros((HASH_SIDE, HASH_SIDE, 3), np.uint8) for s, ok in zip(scans, readable, strict=True)
-    ])
-    channel_mean, channel_std, stats_images = _channel_stats(scans)
-
-    others, distances = _normal_distances(images, hashes)
-    near_duplicates = _near_duplicates(images, hashes, colour_cells, others, distances)
-    brightness_outliers, brightness_limits = _brightness_outliers(images)
-    class_counts = np.bincount(images["label"], minlength=NUM_CLASSES)
+    scanned = _scan_dataset(data.images, sample_stats, seed, progress)
+    others, distances = _normal_distances(scanned.images, scanned.hashes)
 
     summary = {
         "train_dir": str(data.root),
         "age_cuts": list(age_cuts),
         "seed": seed,
-        "n_persons": len(persons),
-        "n_images": len(images),
-        "persons_by_gender": {name: int((persons["gender_code"] == code).sum()) for code, name in enumerate(GENDER_NAMES)},
-        "persons_by_age_group": {name: int((persons["age_group"] == code).sum()) for code, name in enumerate(AGE_NAMES)},
-        "persons_by_race": _counts(persons["race"]),
-        "age": {"min": int(persons["age"].min()), "max": int(persons["age"].max()), "mean": round(float(persons["age"].mean()), 2)},
-        "class_counts": class_counts.tolist(),
-        "class_names": [class_name(i) for i in range(NUM_CLASSES)],
-        "mask_ratio": {name: round(float((images["mask"] == code).mean()), 4) for code, name in enumerate(MASK_NAMES)},
-        "image_sizes": _counts(images["size"]),
-        "image_modes": _counts(images["mode"]),
-        "image_formats": _counts(images["format"]),
-        "channel_mean": channel_mean,
-        "channel_std": channel_std,
-        "stats_images": stats_images,
-        "duplicate_rule": {
-            "max_hash_distance": DUPLICATE_MAX_DISTANCE, "cell_change": DUPLICATE_CELL_CHANGE,
-            "max_changed_area": DUPLICATE_MAX_CHANGED_AREA,
-        },
-        "near_duplicates": near_duplicates,
-        "brightness_limits": brightness_limits,
-        "brightness_outliers": brightness_outliers,
-        "unreadable": [{"file": f, "error": s["error"]} for f, s, ok in zip(images["file"], scans, readable, strict=True) if not ok],
+        "n_persons": len(data.persons),
+        "n_images": len(scanned.images),
+        **_person_counts(data.persons),
+        **_image_counts(scanned),
+        **_suspicious_items(scanned, others, distances),
         "skipped": data.skipped,
         "warnings": data.warnings,
         "eval": _eval_summary(data.root.parent / "eval", progress),
     }
-
-    plots: list[str] = []
-    _bar_chart(out_dir, "persons_gender.png", "persons by gender", pd.Series(summary["persons_by_gender"]), plots)
-    _bar_chart(out_dir, "persons_age_group.png", "persons by age group", pd.Series(summary["persons_by_age_group"]), plots)
-    _bar_chart(out_dir, "persons_race.png", "persons by race", pd.Series(summary["persons_by_race"]), plots)
-    _age_histogram(out_dir, persons, age_cuts, plots)
-    mask_colours = ["#4c72b0", "#dd8452", "#c44e52"]
-    _bar_chart(
-        out_dir, "class_counts.png", "images per class (colour = mask state)", pd.Series(class_counts, index=summary["class_names"]),
-        plots, colours=[mask_colours[label // 6] for label in range(NUM_CLASSES)], long_labels=True,
-    )
-    mask_counts = pd.Series(np.bincount(images["mask"], minlength=len(MASK_NAMES)), index=MASK_NAMES)
-    _bar_chart(out_dir, "mask_ratio.png", "images per mask state", mask_counts, plots, colours=mask_colours)
-
-    rng = np.random.default_rng(seed)
-    _sample_grid(
-        out_dir, "grid_mask_states.png", "samples per mask state",
-        {name: _pick(images.loc[images["mask"] == code, "file"], 8, rng) for code, name in enumerate(MASK_NAMES)}, 8, plots,
-    )
-    _sample_grid(
-        out_dir, "grid_classes.png", "samples per class",
-        {f"{i} {class_name(i)}": _pick(images.loc[images["label"] == i, "file"], 6, rng) for i in range(NUM_CLASSES)}, 6, plots,
-    )
-
-    if len(distances):
-        _value_histogram(
-            out_dir, "hash_distance.png", "mean-hash distance: normal vs each other photo of the person",
-            distances, {f"candidates <= {DUPLICATE_MAX_DISTANCE}": DUPLICATE_MAX_DISTANCE}, plots,
-            bins=np.arange(HASH_SIDE * HASH_SIDE + 2) - 0.5,  # one bar per whole distance
-        )
-    brightness = images["brightness"].dropna()
-    if len(brightness):
-        limit_lines = {"low": brightness_limits["low"], "high": brightness_limits["high"]} if "low" in brightness_limits else {}
-        _value_histogram(out_dir, "brightness_histogram.png", "mean brightness per image (0..1)", brightness, limit_lines, plots)
-    summary["plots"] = plots
+    summary["plots"] = _draw_plots(out_dir, data.persons, scanned.images, summary, distances)
 
     _write_report(out_dir, summary)
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -43,9 +43,9 @@ def open_fit(fit_dir: Path, recipe: Recipe, data: Path, overrides: list[str]) ->
     spec_file = fit_dir / FIT_SPEC
     if spec_file.is_file():
         existing = json.loads(spec_file.read_text())
-        for key, what in (("recipe", "recipe"), ("data", "data"), ("overrides", "overrides")):
+        for key in ("recipe", "data", "overrides"):
             if existing.get(key) != spec[key]:
-                raise MaskclsError(f"{fit_dir}: holds a fit with another {what} ({existing.get('recipe', {}).get('name')!r} on "
+                raise MaskclsError(f"{fit_dir}: holds a fit with a different {key} (recipe {existing.get('recipe', {}).get('name')!r} on "
                                    f"{existing.get('data')}); choose another --out, or rerun that fit's own command to resume it")
         return
     if fit_dir.exists() and any(fit_dir.iterdir()):

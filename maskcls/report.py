@@ -243,19 +243,19 @@ def _answers(table: pd.DataFrame, path: Path) -> np.ndarray:
     return answers.to_numpy().astype(np.int64)
 
 
-def evaluate_files(pred_csv, truth_csv, out_dir, probs_path=None, images_dir=None, meta_csv=None) -> dict:
-    """Score a submission CSV (ImageID,ans) against a truth CSV and write the report to out_dir.
-
-    Rows are aligned on ImageID in the submission's order. Optional: `probs_path`, a .npy
-    (rows aligned with the submission) of 18-class probabilities; `images_dir` holding the
-    photos as images_dir/ImageID, for thumbnails; `meta_csv` (ImageID,id) giving each image's
-    person, for the worst-persons list.
-    """
-    pred_csv, truth_csv = Path(pred_csv), Path(truth_csv)
+def _aligned_labels(pred_csv: Path, truth_csv: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """The submission's ImageIDs, in its order, with the truth and predicted class of each."""
     predictions = _read_id_table(pred_csv, SUBMISSION_COLUMNS, "submission CSV")
     truth = _read_id_table(truth_csv, SUBMISSION_COLUMNS, "truth CSV")
-    pred_ids = set(predictions["ImageID"])
-    truth_ids = set(truth["ImageID"])
+    _check_same_ids(predictions["ImageID"], truth["ImageID"], pred_csv, truth_csv)
+    image_ids = predictions["ImageID"]
+    y_pred = _answers(predictions, pred_csv)
+    y_true = pd.Series(_answers(truth, truth_csv), index=truth["ImageID"]).loc[image_ids].to_numpy()
+    return image_ids, y_true, y_pred
+
+
+def _check_same_ids(pred_ids: pd.Series, truth_ids: pd.Series, pred_csv: Path, truth_csv: Path) -> None:
+    pred_ids, truth_ids = set(pred_ids), set(truth_ids)
     not_predicted = sorted(truth_ids - pred_ids)
     not_in_truth = sorted(pred_ids - truth_ids)
     if not_predicted or not_in_truth:
@@ -265,40 +265,55 @@ def evaluate_files(pred_csv, truth_csv, out_dir, probs_path=None, images_dir=Non
         if not_in_truth:
             problems.append(f"{len(not_in_truth)} extra ID(s) not in the truth (e.g. {not_in_truth[0]})")
         raise MaskclsError(f"{pred_csv}: ImageIDs differ from {truth_csv}: {'; '.join(problems)}; predict exactly the truth's images")
-    image_ids = predictions["ImageID"]
-    y_pred = _answers(predictions, pred_csv)
-    y_true = pd.Series(_answers(truth, truth_csv), index=truth["ImageID"]).loc[image_ids].to_numpy()
 
-    probs = None
-    if probs_path is not None:
-        probs_path = Path(probs_path)
-        if not probs_path.is_file():
-            raise MaskclsError(f"{probs_path}: probabilities file not found; check the path or leave it out")
-        try:
-            probs = np.load(probs_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise MaskclsError(f"{probs_path}: cannot be read as a .npy array ({exc})") from None
-        if probs.shape != (len(image_ids), NUM_CLASSES):
-            raise MaskclsError(
-                f"{probs_path}: shape {probs.shape}, expected ({len(image_ids)}, {NUM_CLASSES}): "
-                f"one row of probabilities per row of {pred_csv.name}, in the same order"
-            )
 
-    thumbnails = None
-    if images_dir is not None:
-        images_dir = Path(images_dir)
-        if not images_dir.is_dir():
-            raise MaskclsError(f"{images_dir}: images folder not found; check the path or leave it out")
-        thumbnails = [str(images_dir / image_id) for image_id in image_ids]
+def _load_probs(probs_path, n_images: int, pred_csv: Path) -> np.ndarray:
+    """The (n_images, 18) probabilities saved as .npy, rows in the submission's order."""
+    probs_path = Path(probs_path)
+    if not probs_path.is_file():
+        raise MaskclsError(f"{probs_path}: probabilities file not found; check the path or leave it out")
+    try:
+        probs = np.load(probs_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise MaskclsError(f"{probs_path}: cannot be read as a .npy array ({exc})") from None
+    if probs.shape != (n_images, NUM_CLASSES):
+        raise MaskclsError(
+            f"{probs_path}: shape {probs.shape}, expected ({n_images}, {NUM_CLASSES}): "
+            f"one row of probabilities per row of {pred_csv.name}, in the same order"
+        )
+    return probs
 
-    groups = None
-    if meta_csv is not None:
-        meta_csv = Path(meta_csv)
-        meta = _read_id_table(meta_csv, META_COLUMNS, "meta CSV")
-        unknown = sorted(pred_ids - set(meta["ImageID"]))
-        if unknown:
-            raise MaskclsError(f"{meta_csv}: {len(unknown)} submission ImageID(s) have no person id (e.g. {unknown[0]}); add them")
-        groups = meta.set_index("ImageID").loc[image_ids, "id"].to_numpy()
 
+def _thumbnail_paths(images_dir, image_ids: pd.Series) -> list[str]:
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise MaskclsError(f"{images_dir}: images folder not found; check the path or leave it out")
+    return [str(images_dir / image_id) for image_id in image_ids]
+
+
+def _person_ids(meta_csv, image_ids: pd.Series) -> np.ndarray:
+    """Each image's person id from the meta CSV, in the submission's order."""
+    meta_csv = Path(meta_csv)
+    meta = _read_id_table(meta_csv, META_COLUMNS, "meta CSV")
+    unknown = sorted(set(image_ids) - set(meta["ImageID"]))
+    if unknown:
+        raise MaskclsError(f"{meta_csv}: {len(unknown)} submission ImageID(s) have no person id (e.g. {unknown[0]}); add them")
+    return meta.set_index("ImageID").loc[image_ids, "id"].to_numpy()
+
+
+def evaluate_files(pred_csv, truth_csv, out_dir, probs_path=None, images_dir=None, meta_csv=None) -> dict:
+    """Score a submission CSV (ImageID,ans) against a truth CSV and write the report to out_dir.
+
+    Rows are aligned on ImageID in the submission's order. Optional: `probs_path`, a .npy
+    (rows aligned with the submission) of 18-class probabilities; `images_dir` holding the
+    photos as images_dir/ImageID, for thumbnails; `meta_csv` (ImageID,id) giving each image's
+    person, for the worst-persons list.
+    """
+    pred_csv, truth_csv = Path(pred_csv), Path(truth_csv)
+    image_ids, y_true, y_pred = _aligned_labels(pred_csv, truth_csv)
+    # Every input is checked before write_report creates out_dir, so a bad input leaves no half report.
+    probs = _load_probs(probs_path, len(image_ids), pred_csv) if probs_path is not None else None
+    thumbnails = _thumbnail_paths(images_dir, image_ids) if images_dir is not None else None
+    groups = _person_ids(meta_csv, image_ids) if meta_csv is not None else None
     return write_report(y_true, y_pred, out_dir, probs=probs, groups=groups, thumbnails=thumbnails,
                         title=f"{pred_csv.name} vs {truth_csv.name}")

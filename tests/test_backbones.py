@@ -8,6 +8,7 @@ from PIL import Image
 from skimage.data import chelsea
 
 from maskcls.errors import MaskclsError
+from maskcls.config import ModelConfig, PreprocessConfig
 from maskcls.models import backbones, build_model, face_features
 from maskcls.models.backbones import create_backbone, imagenet_logits
 from maskcls.models.face_features import FaceAttributeModels
@@ -132,7 +133,7 @@ def test_face_models_package_missing(monkeypatch):
 
 def test_frozen_backbone_layers_stay_fixed_while_the_rest_trains():
     torch.manual_seed(0)
-    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "freeze": ["conv1", "bn1", "layer1"]}, {"size": 64})
+    model, _ = build_model(ModelConfig.from_dict({"backbone": "resnet10t", "weights": "none", "freeze": ["conv1", "bn1", "layer1"]}), PreprocessConfig(size=64))
     frozen_before = {k: v.clone() for k, v in model.backbone.layer1.state_dict().items()}
     trained_before = model.backbone.layer4[0].conv1.weight.clone()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -149,4 +150,4 @@ def test_frozen_backbone_layers_stay_fixed_while_the_rest_trains():
 
 def test_freezing_an_unknown_layer_names_the_real_ones():
     with pytest.raises(MaskclsError, match=r"has no layer \['stem'\]; its top-level layers are conv1, bn1"):
-        build_model({"backbone": "resnet10t", "weights": "none", "freeze": ["stem"]}, {"size": 64})
+        build_model(ModelConfig.from_dict({"backbone": "resnet10t", "weights": "none", "freeze": ["stem"]}), PreprocessConfig(size=64))

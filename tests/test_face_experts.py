@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from maskcls.errors import MaskclsError
+from maskcls.config import ModelConfig, PreprocessConfig
 from maskcls.models import build_model
 from maskcls.models.face_experts import FaceExperts
 from maskcls.models.face_features import FaceAttributeModels
@@ -59,7 +60,7 @@ def test_onnx_graph_net_rejects_unknown_tensor(tmp_path):
 
 def test_face_expert_model_trains_and_decodes():
     torch.manual_seed(0)
-    model, pre = build_model({"backbone": "none", "face_experts": True, "head": "multi"}, {"size": 64})
+    model, pre = build_model(ModelConfig.from_dict({"backbone": "none", "face_experts": True, "head": "multi"}), PreprocessConfig(size=64))
     assert pre.height == 64 and model.backbone is None
     x = torch.randn(4, 3, 64, 64)
     before = model.experts.age_net.weights[next(iter(model.experts.age_net.weights))].clone()
@@ -81,14 +82,13 @@ def test_face_expert_model_trains_and_decodes():
 ])
 def test_face_expert_settings_are_checked(model_cfg, message):
     with pytest.raises(MaskclsError, match=message):
-        build_model(model_cfg, {"size": 64})
+        build_model(ModelConfig.from_dict(model_cfg), PreprocessConfig(size=64))
 
 
 def test_face_experts_get_their_own_learning_rate():
     from maskcls.optim import create_optimizer
-    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "face_experts": True}, {"size": 64})
-    optimizer = create_optimizer(model, {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "backbone_lr_mult": 0.5,
-                                         "experts_lr_mult": 0.1, "momentum": 0.9})
+    model, _ = build_model(ModelConfig.from_dict({"backbone": "resnet10t", "weights": "none", "face_experts": True}), PreprocessConfig(size=64))
+    optimizer = create_optimizer(model, opt="adamw", lr=0.01, weight_decay=0.05, backbone_lr_mult=0.5, experts_lr_mult=0.1)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["experts"]["lr"] == pytest.approx(0.001) and groups["backbone"]["lr"] == pytest.approx(0.005)
     assert groups["head"]["lr"] == pytest.approx(0.01)
@@ -119,7 +119,7 @@ def test_training_with_face_experts_and_exact_ages(tiny_cfg):
 
 def test_backbone_age_years_head_feeds_the_age_prediction():
     torch.manual_seed(0)
-    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "age_years": True}, {"size": 64})
+    model, _ = build_model(ModelConfig.from_dict({"backbone": "resnet10t", "weights": "none", "age_years": True}), PreprocessConfig(size=64))
     model.eval()
     torch.nn.init.zeros_(model.head[1].weight), torch.nn.init.zeros_(model.head[1].bias)
     x = torch.randn(3, 3, 64, 64)
@@ -136,7 +136,7 @@ def test_backbone_age_years_head_feeds_the_age_prediction():
 @pytest.mark.parametrize("model_cfg", [{"face_experts": True}, {"head": "single"}, {"age_ordinal": True}])
 def test_age_years_head_settings_are_checked(model_cfg):
     with pytest.raises(MaskclsError, match="model.age_years=true needs"):
-        build_model({"backbone": "resnet10t", "weights": "none", "age_years": True, **model_cfg}, {"size": 64})
+        build_model(ModelConfig.from_dict({"backbone": "resnet10t", "weights": "none", "age_years": True, **model_cfg}), PreprocessConfig(size=64))
 
 
 @pytest.mark.parametrize("mode", ["finetune", "probe"])
@@ -145,9 +145,10 @@ def test_training_a_backbone_on_exact_ages(tiny_cfg, mode):
     result = train(tiny_cfg(f"name=years-{mode}", "train.epochs=1", "train.probe_epochs=1", f"model.mode={mode}", "model.age_years=true",
                             "train.age_years_weight=0.5", "train.mix=mixup", "train.mix_prob=1.0"), progress=False)
     assert result["epochs_run"] == 1 and 0.0 <= result["best_macro_f1"] <= 1.0
-    from maskcls.predict import load_model
+    from maskcls.checkpoint import load_model
     model, _, checkpoint = load_model(Path(result["run_dir"]) / "best.pt", "cpu")  # rebuilt from the run alone
-    untrained, _ = build_model({**checkpoint["config"]["model"], "weights": "none"}, checkpoint["config"]["preprocess"])
+    untrained, _ = build_model(ModelConfig.from_dict({**checkpoint["config"]["model"], "weights": "none"}),
+                               PreprocessConfig.from_dict(checkpoint["config"]["preprocess"]))
     assert model.age_years is not None
     assert not torch.allclose(model.age_years.linear.bias, untrained.age_years.linear.bias)  # the exact ages were learned
 
@@ -164,5 +165,5 @@ def test_age_expert_runs_at_a_larger_input_size():
     assert seen == [96] and native.age_size == 64
     assert torch.allclose(emb_native[:, 256:], emb_larger[:, 256:])  # the gender network still sees 32 px
     assert not torch.allclose(logits_native[:, 5:], logits_larger[:, 5:])
-    model, _ = build_model({"backbone": "none", "face_experts": True, "face_experts_age_size": 96, "head": "multi"}, {"size": 96})
+    model, _ = build_model(ModelConfig.from_dict({"backbone": "none", "face_experts": True, "face_experts_age_size": 96, "head": "multi"}), PreprocessConfig(size=96))
     assert model.experts.age_size == 96

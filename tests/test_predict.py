@@ -10,14 +10,14 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import tiny_config
-from maskcls.cv import run_cv
+from maskcls.checkpoint import load_model
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.layout import load_train
-from maskcls.ensemble_spec import build_ensemble
 from maskcls.errors import MaskclsError
-from maskcls.inference import tta_views
-from maskcls.predict import check_submission, load_model, predict
-from maskcls.train import train
+from maskcls.fit import fit_vote
+from maskcls.infer import Vote, check_submission, predict, recipe_of_runs
+from maskcls.infer.runtime import tta_views
+from maskcls.train import run_cv, train
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def cv_dir(demo_root, tmp_path_factory):
 
 
 def test_submission_keeps_info_rows_and_order(trained_run, demo_root, tmp_path):
-    result = predict([trained_run], demo_root / "eval", tmp_path / "sub.csv", tta="hflip", progress=False)
+    result = predict(recipe_of_runs([trained_run], tta="hflip"), demo_root / "eval", tmp_path / "sub.csv", progress=False)
     info = pd.read_csv(demo_root / "eval" / "info.csv", dtype=str)
     submission = pd.read_csv(tmp_path / "sub.csv", dtype={"ImageID": str})
     assert submission["ImageID"].tolist() == info["ImageID"].tolist()
@@ -43,7 +43,7 @@ def test_submission_keeps_info_rows_and_order(trained_run, demo_root, tmp_path):
     assert probs.shape == (len(info), 18) and np.allclose(probs.sum(1), 1, atol=1e-4)
     assert (probs.argmax(1) == submission["ans"].to_numpy()).all()
     meta = json.loads((tmp_path / "sub.meta.json").read_text())
-    assert meta["tta"] == "hflip" and meta["preprocess"][0]["height"] == 48 and meta["preprocess"][0]["width"] == 40
+    assert meta["recipe"]["tta"] == "hflip" and meta["preprocess"][0]["height"] == 48 and meta["preprocess"][0]["width"] == 40
 
 
 def test_preprocessing_comes_from_the_run_and_keeps_height_first(trained_run, demo_root):
@@ -67,7 +67,7 @@ def test_tta_views():
 
 
 def test_person_grouped_prediction_shares_gender_and_age(trained_run, demo_root, tmp_path):
-    predict([trained_run], demo_root / "eval", tmp_path / "sub.csv", by_person=True, progress=False)
+    predict(recipe_of_runs([trained_run], by_person=True), demo_root / "eval", tmp_path / "sub.csv", progress=False)
     groups = np.load(tmp_path / "sub.groups.npy")
     labels = pd.read_csv(tmp_path / "sub.csv")["ans"].to_numpy()
     assert len(np.unique(groups)) == round(len(labels) / 7)
@@ -134,16 +134,24 @@ def test_cv_resumes_at_fold_level(cv_dir):
 
 
 def test_ensemble_fits_on_oof_and_predict_applies_it(cv_dir, trained_run, demo_root, tmp_path):
-    spec = build_ensemble([cv_dir, cv_dir], tmp_path / "ens", fit_weights=True, tune_offsets=True)
-    assert spec["weights"] is not None and sum(spec["weights"]) == pytest.approx(1.0)
-    assert len(spec["offsets"]) == 18
-    assert {"argmax_macro_f1", "offsets_crossfit_macro_f1", "offsets_gain"} <= set(spec["oof"])
-    result = subprocess.run([sys.executable, "-m", "maskcls", "-q", "predict", "--ensemble", str(tmp_path / "ens" / "ensemble.json"),
+    recipe = fit_vote([cv_dir, cv_dir], fit_weights=True, tune_offsets=True)
+    assert recipe.vote.weights is not None and sum(recipe.vote.weights) == pytest.approx(1.0)
+    assert len(recipe.vote.offsets) == 18
+    assert {"argmax_macro_f1", "offsets_crossfit_macro_f1", "offsets_gain"} <= set(recipe.notes["oof"])
+    cli = [sys.executable, "-m", "maskcls", "-q", "ensemble", str(cv_dir), str(cv_dir), "--out", str(tmp_path / "ens"), "--fit-weights",
+           "--tune-offsets", "--tta", "hflip"]
+    made = subprocess.run(cli, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    again = subprocess.run(cli, capture_output=True, text=True)  # an existing recipe is not replaced without --force
+    assert again.returncode == 2 and again.stderr.strip().endswith("recipe.yaml: exists; pass --force to replace it, or choose another --out")
+    result = subprocess.run([sys.executable, "-m", "maskcls", "-q", "predict", str(tmp_path / "ens"),
                              "--data", str(demo_root / "eval"), "--out", str(tmp_path / "ens_sub.csv")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "OK" in check_submission(tmp_path / "ens_sub.csv", demo_root / "eval" / "info.csv")
+    meta = json.loads((tmp_path / "ens_sub.meta.json").read_text())
+    assert meta["recipe"]["vote"]["offsets"] == pytest.approx(recipe.vote.offsets) and meta["recipe"]["tta"] == "hflip"
     with pytest.raises(MaskclsError, match="held-out photos differ"):
-        build_ensemble([cv_dir, trained_run], tmp_path / "ens2", fit_weights=True)
+        fit_vote([cv_dir, trained_run], fit_weights=True)
 
 
 def test_predict_cli_mask_weights(trained_run, cv_dir, demo_root, tmp_path):
@@ -151,12 +159,13 @@ def test_predict_cli_mask_weights(trained_run, cv_dir, demo_root, tmp_path):
     subprocess.run([sys.executable, "-m", "maskcls", "-q", "predict", str(trained_run), str(cv_dir), "--data", str(demo_root / "eval"),
                     "--out", str(out), "--mask-weights", "1", "0"], check=True, capture_output=True)
     meta = json.loads(out.with_suffix(".meta.json").read_text())
-    assert meta["mask_weights"] == [1.0, 0.0]
+    assert meta["recipe"]["vote"]["mask_weights"] == [1.0, 0.0]
     assert "OK" in check_submission(out, demo_root / "eval" / "info.csv")
 
 
 def test_hard_vote_members(trained_run, cv_dir, demo_root, tmp_path):
-    result = predict([trained_run, cv_dir], demo_root / "eval", tmp_path / "hard.csv", method="hard", progress=False)
+    result = predict(recipe_of_runs([trained_run, cv_dir], vote=Vote(method="hard")), demo_root / "eval", tmp_path / "hard.csv",
+                     progress=False)
     assert "OK" in check_submission(result["submission"], demo_root / "eval" / "info.csv")
     with pytest.raises(MaskclsError, match="no best.pt here or in fold"):
-        predict([tmp_path], demo_root / "eval", tmp_path / "x.csv", progress=False)
+        predict(recipe_of_runs([tmp_path]), demo_root / "eval", tmp_path / "x.csv", progress=False)

@@ -13,16 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
-from maskcls.config import load_config
-from maskcls.ensemble_spec import build_ensemble
+from maskcls.checkpoint import load as load_checkpoint
+from maskcls.checkpoint import save as save_checkpoint
+from maskcls.config import ModelConfig, PreprocessConfig, load_config
+from maskcls.data.mix import mix_batch
 from maskcls.errors import MaskclsError
+from maskcls.fit import fit_vote
 from maskcls.models import build_model
 from maskcls.optim import create_optimizer
 from maskcls.scheduler import create_scheduler
 from maskcls.train import train
 from maskcls.train.engine import split_data
-from maskcls.train.mix import mix_batch
-from maskcls.train.run import load_checkpoint, save_checkpoint
 
 TIME_COLUMNS = {"train_img_s", "epoch_s"}
 
@@ -106,14 +107,14 @@ def test_nan_loss_stops_with_the_batch_and_keeps_last_good_checkpoint(tiny_cfg):
 
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint({"epoch": 1}, path)
+    save_checkpoint({"epoch": 1, "model": {}, "config": {}}, path)
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", no_space)
-    with pytest.raises(MaskclsError, match=r"last.pt: could not save the checkpoint \(disk full\); the previous one is kept"):
-        save_checkpoint({"epoch": 2}, path)
+    with pytest.raises(MaskclsError, match=r"^disk full at .*last.pt; the previous checkpoint is intact"):
+        save_checkpoint({"epoch": 2, "model": {}, "config": {}}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert not list(tmp_path.glob("*.tmp"))
@@ -122,7 +123,8 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.parametrize("overrides,message", [
     (("model.backbone=no_such_net",), "no_such_net"),
     (("train.loss=dice",), r"train.loss='dice': unknown loss"),
-    (("train.batch_size=0",), r"train.batch_size=0, train.accum_steps=1: both must be at least 1"),
+    (("train.batch_size=0",), r"train.batch_size=0: must be at least 1"),
+    (("train.accum_steps=0",), r"train.accum_steps=0: must be at least 1"),
     (("train.batch_size=100000",), r"train.batch_size=100000 is larger than the \d+ training photos; lower it"),
     (("train.optimizer=lbfgs",), r"train.optimizer='lbfgs': choose one of sgd, adam, adamw"),
     (("train.scheduler=onecycle",), r"train.scheduler='onecycle': choose one of"),
@@ -180,8 +182,8 @@ def test_accumulation_clipping_balanced_sampler_and_ordinal_head_run(tiny_cfg):
 
 
 def test_param_groups_skip_decay_on_norms_and_biases_and_slow_the_backbone():
-    model, _ = build_model({"backbone": "resnet10t", "weights": "none", "head": "multi"})
-    optimizer = create_optimizer(model, {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "backbone_lr_mult": 0.1, "experts_lr_mult": 0.1, "momentum": 0.9})
+    model, _ = build_model(ModelConfig.from_dict({"backbone": "resnet10t", "weights": "none", "head": "multi"}), PreprocessConfig())
+    optimizer = create_optimizer(model, opt="adamw", lr=0.01, weight_decay=0.05, backbone_lr_mult=0.1)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["backbone"]["lr"] == pytest.approx(0.001) and groups["head"]["lr"] == pytest.approx(0.01)
     assert groups["backbone/no_decay"]["weight_decay"] == 0 and groups["backbone"]["weight_decay"] == 0.05
@@ -191,7 +193,7 @@ def test_param_groups_skip_decay_on_norms_and_biases_and_slow_the_backbone():
 def test_cosine_warmup_and_plateau_schedules():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler, per_batch = create_scheduler(optimizer, {"scheduler": "cosine", "epochs": 2, "warmup_epochs": 0.5}, 10)
+    scheduler, per_batch = create_scheduler(optimizer, sched="cosine", num_epochs=2, steps_per_epoch=10, warmup_epochs=0.5)
     assert per_batch
     lrs = []
     for _ in range(20):
@@ -201,7 +203,7 @@ def test_cosine_warmup_and_plateau_schedules():
     assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0) and lrs[-1] < 0.05
     assert np.all(np.diff(lrs[4:]) <= 1e-12)
     optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler, per_batch = create_scheduler(optimizer, {"scheduler": "plateau", "plateau_patience": 0}, 10)
+    scheduler, per_batch = create_scheduler(optimizer, sched="plateau", plateau_patience=0)
     scheduler.step(0.5)
     scheduler.step(0.4)
     assert not per_batch and optimizer.param_groups[0]["lr"] == pytest.approx(0.3)
@@ -219,7 +221,7 @@ def test_vertical_cutmix_pastes_full_height_strips():
 
 def test_numbers_in_exponent_form_are_numbers():
     cfg = load_config(None, ["train.lr=1e-3", "train.epochs=4", "train.ema=0.99"])
-    assert cfg["train"]["lr"] == pytest.approx(0.001) and cfg["train"]["epochs"] == 4
+    assert cfg.train.lr == pytest.approx(0.001) and cfg.train.epochs == 4 and isinstance(cfg.train.epochs, int)
     with pytest.raises(MaskclsError, match=r"config key 'train.lr': 'fast' is not a number"):
         load_config(None, ["train.lr=fast"])
 
@@ -228,7 +230,7 @@ def test_early_stopping_after_patience_epochs_without_gain(tiny_cfg, monkeypatch
     import maskcls.train.engine as engine
 
     flat_score = {"macro_f1": 0.3, "accuracy": 0.5, **{f"{h}_{m}": 0.5 for h in ("mask", "gender", "age") for m in ("f1", "acc")}}
-    monkeypatch.setattr(engine, "evaluate_probs", lambda probs, labels: dict(flat_score))
+    monkeypatch.setattr(engine, "score", lambda labels, predictions: dict(flat_score))
     result = train(tiny_cfg("name=early", "train.epochs=6", "train.early_stop=2"), progress=False)
     assert result["epochs_run"] == 3 and result["best_epoch"] == 0
 
@@ -240,7 +242,7 @@ def test_train_cli_with_config_file_and_overrides(demo_root, tmp_path):
                              f"out={tmp_path / 'runs'}", "name=cli", "train.lr=1e-3", "data.num_workers=0"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     saved = load_config(tmp_path / "runs" / "cli" / "config.yaml")
-    assert saved["train"]["lr"] == pytest.approx(1e-3) and saved["model"]["backbone"] == "resnet10t"
+    assert saved.train.lr == pytest.approx(1e-3) and saved.model.backbone == "resnet10t"
     bad = subprocess.run([sys.executable, "-m", "maskcls", "train", "--config", str(config), "train.lr"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "maskcls: error: override 'train.lr': write it as dotted.key=value, e.g. train.lr=0.001"
 
@@ -259,7 +261,7 @@ def test_val_fraction_zero_trains_on_every_person_and_keeps_the_last_epoch(tiny_
     assert len(pd.read_csv(run_dir / "val_images.csv")) == 0
     assert split_data(tiny_cfg("data.val_fraction=0"))[1]["path"].nunique() == n_persons
     with pytest.raises(MaskclsError, match=r"none when trained on every person"):
-        build_ensemble([run_dir], run_dir.parent / "ensemble", fit_weights=True)
+        fit_vote([run_dir], fit_weights=True)
 
 
 @pytest.mark.parametrize("overrides", [("train.scheduler=plateau",), ("train.early_stop=2",)])

@@ -1,18 +1,13 @@
 import numpy as np
 import pytest
 
-from maskcls.decision import (
-    apply_offsets,
-    batch_macro_f1,
-    cross_fit_offsets,
-    fit_class_offsets,
-    group_by_embedding,
-    group_splits,
-    person_consistency,
-)
 from maskcls.errors import MaskclsError
+from maskcls.infer.offsets import apply_offsets, cross_fit_offsets, fit_class_offsets, group_splits
+from maskcls.infer.persons import group_by_embedding, person_consistency
+from maskcls.infer.recipe import Vote
+from maskcls.infer.vote import combine
 from maskcls.labels import decode, encode
-from maskcls.metrics import macro_f1
+from maskcls.metrics import batch_macro_f1, macro_f1
 
 BIASED_CLASS = 17
 BIAS = 2.0
@@ -99,15 +94,15 @@ def test_cross_fit_offsets_is_honest_and_consistent(monkeypatch):
     probs, y = biased_classifier(n=1800)
     groups = np.arange(len(y)) // 6
     fitted_on = []
-    import maskcls.decision as decision
+    import maskcls.infer.offsets as offsets
 
-    real_fit = decision.fit_class_offsets
+    real_fit = offsets.fit_class_offsets
 
     def recording_fit(fit_probs, fit_y, **kwargs):
         fitted_on.append(len(fit_y))
         return real_fit(fit_probs, fit_y, **kwargs)
 
-    monkeypatch.setattr(decision, "fit_class_offsets", recording_fit)
+    monkeypatch.setattr(offsets, "fit_class_offsets", recording_fit)
     result = cross_fit_offsets(probs, y, groups, n_splits=4, seed=0)
     # Four fold fits on about 3/4 of the rows, then one on all rows for the returned offsets.
     assert len(fitted_on) == 5 and fitted_on[-1] == len(y)
@@ -206,19 +201,17 @@ def test_group_by_embedding_finds_persons():
 
 
 def test_mask_weights_take_the_mask_from_chosen_members_and_keep_the_vote_elsewhere():
-    from maskcls.predict import combine
-
     female_old = np.array([0.0, 0.0, 0.05, 0.0, 0.05, 0.9])
     male_young = np.array([0.9, 0.05, 0.05, 0.0, 0.0, 0.0])
     low_res = photo_probs([0.2, 0.7, 0.1], female_old)  # confident about gender x age, wrong about the mask
     full_res = photo_probs([0.9, 0.05, 0.05], male_young * 0.3 + female_old * 0.7)
     members = [low_res[None], low_res[None], full_res[None]]
-    plain_labels, plain = combine(members)
-    labels, probs = combine(members, mask_weights=[0, 0, 1])
+    plain_labels, plain = combine(members, Vote())
+    labels, probs = combine(members, Vote(mask_weights=[0, 0, 1]))
     assert decode(plain_labels)[0][0] == 1 and decode(labels)[0][0] == 0  # incorrect -> wear
     np.testing.assert_allclose(probs.reshape(3, 6).sum(0), plain.reshape(3, 6).sum(0))  # gender x age: the plain vote
     np.testing.assert_allclose(probs.reshape(3, 6).sum(1), [0.9, 0.05, 0.05])
     with pytest.raises(MaskclsError, match="mask weights apply to soft voting"):
-        combine(members, "hard", mask_weights=[0, 0, 1])
+        combine(members, Vote(method="hard", mask_weights=[0, 0, 1]))
     with pytest.raises(MaskclsError, match="expected 3 weights"):
-        combine(members, mask_weights=[1, 0])
+        combine(members, Vote(mask_weights=[1, 0]))

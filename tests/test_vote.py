@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from maskcls.ensemble import fit_soft_weights, hard_vote, simplex_grid, soft_vote
+from maskcls.infer.vote import fit_soft_weights, hard_vote, simplex_grid, soft_vote
 from maskcls.errors import MaskclsError
 from maskcls.metrics import macro_f1
 
