@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup demo test lint bench-fast bench-finetune bench-ensemble clean
+.PHONY: setup demo test lint bench-fast bench-best bench-ensemble clean
 
 setup: $(STAMP)
 
@@ -23,10 +23,10 @@ lint: setup
 	$(PY) -m ruff check maskcls tests bench
 
 bench-fast: setup
-	$(PY) bench/quality.py --preset cpu-fast
+	$(PY) bench/quality.py --recipe cpu-fast
 
-bench-finetune: setup
-	$(PY) bench/quality.py --preset cpu-finetune
+bench-best: setup
+	$(PY) bench/quality.py --recipe cpu-best
 
 bench-ensemble: setup
 	$(PY) bench/ensemble.py

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from maskcls.config import load_config  # noqa: E402
 from maskcls.data.demo import write_demo_dataset  # noqa: E402
-from maskcls.predict import check_submission, predict  # noqa: E402
+from maskcls.infer import check_submission, predict, recipe_of_runs  # noqa: E402
 from maskcls.train import train  # noqa: E402
 
 
@@ -31,7 +31,8 @@ def main() -> None:
         return load_config("demo", [f"data.root={data}", f"out={work / 'runs'}", "data.num_workers=4", "train.batch_size=64", *overrides])
 
     started = time.time()
-    bf16 = train(cfg("name=bf16", "train.epochs=3", "train.amp=bf16", "train.ema=0.99", "train.mix=vcutmix", "model.face_features=true"), progress=False)
+    bf16 = train(cfg("name=bf16", "train.epochs=3", "train.amp=bf16", "train.ema=0.99", "train.mix=vcutmix", "model.face_features=true"),
+                 progress=False)
     print(f"bf16 run: best macro-F1 {bf16['best_macro_f1']:.4f} in {time.time() - started:.0f} s, peak GPU memory "
           f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB", flush=True)
 
@@ -55,7 +56,7 @@ def main() -> None:
           f"GradScaler scale {scaler.get('scale')}", flush=True)
 
     started = time.time()
-    result = predict([bf16["run_dir"]], data / "eval", work / "submission.csv", tta="hflip", by_person=True, progress=False)
+    result = predict(recipe_of_runs([bf16["run_dir"]], tta="hflip", by_person=True), data / "eval", work / "submission.csv", progress=False)
     print(f"predict with hflip TTA and person grouping: {time.time() - started:.1f} s; "
           f"{check_submission(result['submission'], data / 'eval' / 'info.csv')}", flush=True)
     print("CUDA check passed")

@@ -28,14 +28,15 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import eval_column, standin  # noqa: E402
 
+from maskcls.checkpoint import checkpoints_of  # noqa: E402
 from maskcls.config import load_config  # noqa: E402
-from maskcls.cv import run_cv  # noqa: E402
 from maskcls.data.layout import load_eval  # noqa: E402
-from maskcls.decision import apply_offsets, cross_fit_offsets, person_consistency  # noqa: E402
-from maskcls.ensemble import hard_vote  # noqa: E402
+from maskcls.infer.offsets import apply_offsets, cross_fit_offsets  # noqa: E402
+from maskcls.infer.persons import person_consistency, person_groups  # noqa: E402
+from maskcls.infer.runtime import member_probs  # noqa: E402
+from maskcls.infer.vote import hard_vote  # noqa: E402
 from maskcls.metrics import score  # noqa: E402
-from maskcls.predict import checkpoints_of, member_probs, person_groups  # noqa: E402
-from maskcls.train import train  # noqa: E402
+from maskcls.train import run_cv, train  # noqa: E402
 
 
 def main() -> None:
@@ -55,22 +56,24 @@ def main() -> None:
 
     def report(step: str, labels: np.ndarray, seconds: float) -> None:
         s = score(truth, labels)
-        rows.append({"step": step, "macro_f1": s["macro_f1"], "accuracy": s["accuracy"], "age_f1": s["age_f1"], "gender_f1": s["gender_f1"], "seconds": seconds})
-        print(f"{step:40s} macro-F1 {s['macro_f1']:.4f}  acc {s['accuracy']:.4f}  gender {s['gender_f1']:.4f}  age {s['age_f1']:.4f}  (+{seconds / 60:.1f} min)", flush=True)
+        rows.append({"step": step, "macro_f1": s["macro_f1"], "accuracy": s["accuracy"], "age_f1": s["age_f1"], "gender_f1": s["gender_f1"],
+                     "seconds": seconds})
+        print(f"{step:40s} macro-F1 {s['macro_f1']:.4f}  acc {s['accuracy']:.4f}  gender {s['gender_f1']:.4f}  age {s['age_f1']:.4f}  "
+              f"(+{seconds / 60:.1f} min)", flush=True)
 
     t0 = time.time()
     single = train(cfg, progress=False)["run_dir"]
-    single_probs, _ = member_probs(single, evaluation.files, "none", progress=False)
+    single_probs, _ = member_probs(checkpoints_of(single), evaluation.files, "none", progress=False)
     report("1 single run", single_probs.argmax(1), time.time() - t0)
 
     t0 = time.time()
     cv = run_cv(cfg, args.folds, progress=False)
-    cv_probs, _ = member_probs(cv["cv_dir"], evaluation.files, "none", progress=False)
+    cv_probs, _ = member_probs(checkpoints_of(cv["cv_dir"]), evaluation.files, "none", progress=False)
     report(f"2 {args.folds}-fold soft vote", cv_probs.argmax(1), time.time() - t0)
     print(f"   CV: fold macro-F1 {cv['macro_f1_mean']:.4f} +- {cv['macro_f1_std']:.4f}, OOF {cv['oof']['macro_f1']:.4f}")
 
     t0 = time.time()
-    fold_probs = [member_probs(checkpoint, evaluation.files, "hflip", progress=False)[0] for checkpoint in checkpoints_of(cv["cv_dir"])]
+    fold_probs = [member_probs([checkpoint], evaluation.files, "hflip", progress=False)[0] for checkpoint in checkpoints_of(cv["cv_dir"])]
     tta_probs = np.mean(fold_probs, axis=0)
     report("3 + hflip TTA", tta_probs.argmax(1), time.time() - t0)
 

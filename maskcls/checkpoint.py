@@ -7,6 +7,7 @@ config under "config" (a plain dict, so any version of the code can read it), th
 """
 from __future__ import annotations
 
+import errno
 import pickle
 import zipfile
 from pathlib import Path
@@ -32,6 +33,11 @@ def load(path) -> dict:
         raise MaskclsError(f"{path}: checkpoint not found; train a run first or check the path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+            raise  # the file can't be read, which is not the same as damaged
+        raise MaskclsError(f"{path}: damaged or not a maskcls checkpoint (cut short); "
+                           "resume from the run's other checkpoint (best.pt / last.pt) or train again") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         raise MaskclsError(f"{path}: damaged or not a maskcls checkpoint ({str(exc).splitlines()[0][:80]}); "
                            "resume from the run's other checkpoint (best.pt / last.pt) or train again") from None

@@ -7,6 +7,7 @@ command, before or after its flags.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import re
@@ -18,10 +19,17 @@ from .errors import MaskclsError
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
+def age_cuts(args) -> tuple[int, int]:
+    low, high = args.age_cuts
+    if not 0 < low < high:
+        raise MaskclsError(f"--age-cuts {low} {high}: the cuts must increase, e.g. --age-cuts 30 60")
+    return low, high
+
+
 def cmd_check(args):
     from .data.layout import check
 
-    for line in check(args.data, tuple(args.age_cuts), args.label_fixes, progress=not args.quiet):
+    for line in check(args.data, age_cuts(args), args.label_fixes, progress=not args.quiet, strict=args.strict):
         print(line)
 
 
@@ -35,7 +43,7 @@ def cmd_demo_data(args):
 def cmd_eda(args):
     from .eda import run_eda
 
-    summary = run_eda(args.data, args.out, tuple(args.age_cuts), progress=not args.quiet)
+    summary = run_eda(args.data, args.out, age_cuts(args), progress=not args.quiet)
     print(f"EDA report: {Path(args.out) / 'report.html'}  ({summary['n_persons']} persons, {summary['n_images']} images; "
           f"channel mean {summary['channel_mean']}, std {summary['channel_std']})")
 
@@ -94,7 +102,7 @@ def cmd_predict(args):
     else:
         recipe = recipe_of_runs(args.members, args.tta or "none", Vote(method=args.method or "soft", mask_weights=args.mask_weights),
                                 bool(args.by_person))
-    result = predict(recipe, args.data, args.out, args.batch_size, progress=not args.quiet)
+    result = predict(recipe, args.data, args.out, args.batch_size, progress=not args.quiet, force=args.force)
     print(f"submission {result['submission']} (checked); probabilities {result['probs']}; metadata {result['meta']}")
 
 
@@ -149,6 +157,8 @@ def add_data_commands(sub) -> None:
     command = add_command(sub, "check", cmd_check, "validate a dataset folder (train/ and/or eval/) and print a summary")
     command.add_argument("data")
     command.add_argument("--label-fixes", help="versioned label-fixes CSV to apply")
+    command.add_argument("--strict", action="store_true",
+                         help="for CI pipelines: warnings (implausible ages, tiny photos, files nothing lists) are errors")
     add_age_cuts(command)
 
     command = add_command(sub, "demo-data", cmd_demo_data, "write a small SYNTHETIC dataset in the competition layout")
@@ -203,6 +213,7 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--mask-weights", type=float, nargs="+", metavar="W",
                          help="one weight per member for the mask alone, e.g. 0 0 0 1 to take the mask from the fourth")
     command.add_argument("--batch-size", type=int, default=64)
+    command.add_argument("--force", action="store_true", help="replace an existing submission and its companion files")
 
     command = add_command(sub, "check-submission", cmd_check_submission, "verify a submission against info.csv")
     command.add_argument("file")
@@ -224,6 +235,7 @@ def add_prediction_commands(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskcls", description="Mask / gender / age classification for the P Stage 1 layout.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_data_commands(sub)
     add_training_commands(sub)
@@ -243,18 +255,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+# What to do about a file-system fault, by errno: the one line names the path and this.
+OS_ERRORS = {
+    errno.ENOSPC: "disk full; free space and run the command again",
+    errno.EROFS: "read-only file system; choose a writable location (--out)",
+    errno.EACCES: "permission denied; choose a location you can write, or fix its permissions",
+    errno.EPERM: "not permitted; choose a location you can write, or fix its permissions",
+    errno.EISDIR: "is a folder, but a file is wanted here; pass a file path",
+    errno.ENOTDIR: "part of this path is a file, but a folder is wanted; choose another path",
+    errno.EEXIST: "already exists; choose another path, or pass --force where the command has it",
+    errno.ENOENT: "not found; check the path",
+}
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line a user mistake or a file-system fault gets; None for anything else (a bug)."""
+    if isinstance(exc, MaskclsError):
+        message = str(exc)
+        if "Original Traceback" in message:  # raised inside a DataLoader worker: keep the original line
+            last = message.strip().splitlines()[-1]
+            message = last.split("MaskclsError: ", 1)[-1]
+        return message
+    if isinstance(exc, OSError) and exc.errno in OS_ERRORS:
+        where = exc.filename if exc.filename is not None else "a file"
+        return f"{where}: {OS_ERRORS[exc.errno]}"
+    return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="maskcls: %(levelname)s: %(message)s")
     try:
         args.func(args)
-    except MaskclsError as exc:
-        print(f"maskcls: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("maskcls: interrupted; a run continues with `maskcls train --resume RUN` (or `cv --resume CV_DIR`, "
               "or the same `maskcls fit` command)", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None or args.debug:
+            raise
+        print(f"maskcls: error: {line}", file=sys.stderr)
+        return 2
     return 0
 
 

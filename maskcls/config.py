@@ -69,6 +69,7 @@ class DataConfig(Section):
     folds: int = field(default=5, metadata=bounds(ge=2))
     split_seed: int = 0  # seeds the person split alone, so runs with other seeds share their holdout/folds
     num_workers: int = field(default=2, metadata=bounds(ge=0))
+    bad_images: Literal["error", "skip"] = "error"  # a damaged train photo stops training, or is logged and left out
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,11 @@ def check_value(value, hint, dotted: str):
             value = [value]  # tracking=tensorboard means [tensorboard]
         if not isinstance(value, (list, tuple)):
             raise MaskclsError(f"{dotted}={value!r}: expected a list, e.g. {dotted}=[...]")
-        return [check_value(item, get_args(hint)[0], dotted) for item in value]
+        item_hint = get_args(hint)[0]
+        for item in value:
+            if get_origin(item_hint) is Literal and item not in get_args(item_hint):
+                raise MaskclsError(f"{dotted}={list(value)!r}: {item!r} is not one of {', '.join(map(str, get_args(item_hint)))}")
+        return [check_value(item, item_hint, dotted) for item in value]
     if origin is dict:
         if not isinstance(value, dict):
             raise MaskclsError(f"{dotted}={value!r}: expected a mapping, e.g. {{mask: 1.0}}")

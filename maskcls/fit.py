@@ -41,6 +41,11 @@ def open_fit(fit_dir: Path, recipe: Recipe, data: Path, overrides: list[str]) ->
     """Start a fit folder, or check that an existing one holds this same fit (then it resumes)."""
     spec = {"recipe": recipe.to_dict(), "data": str(data), "overrides": list(overrides)}
     spec_file = fit_dir / FIT_SPEC
+    if fit_dir.exists() and not fit_dir.is_dir():
+        raise MaskclsError(f"{fit_dir}: is a file; --out takes a folder")
+    started = any(fit_dir.glob("members/*/last.pt")) or any(fit_dir.glob("members/*/*/last.pt"))
+    if spec_file.is_file() and not started:
+        spec_file.unlink()  # nothing was trained under the old spec: the corrected command takes the folder over
     if spec_file.is_file():
         existing = json.loads(spec_file.read_text())
         for key in ("recipe", "data", "overrides"):
@@ -48,7 +53,7 @@ def open_fit(fit_dir: Path, recipe: Recipe, data: Path, overrides: list[str]) ->
                 raise MaskclsError(f"{fit_dir}: holds a fit with a different {key} (recipe {existing.get('recipe', {}).get('name')!r} on "
                                    f"{existing.get('data')}); choose another --out, or rerun that fit's own command to resume it")
         return
-    if fit_dir.exists() and any(fit_dir.iterdir()):
+    if fit_dir.exists() and any(p.name != "members" for p in fit_dir.iterdir()):
         raise MaskclsError(f"{fit_dir}: exists and is not a fit folder; choose another --out")
     fit_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec_file, json.dumps(spec, indent=2) + "\n", what="fit spec")
@@ -112,7 +117,7 @@ def aligned_oof(members) -> tuple[pd.DataFrame, list[np.ndarray]]:
     reference = tables[0][0]
     order = reference["file"]
     probs = []
-    for member, (images, member_probs) in zip(members, tables):
+    for member, (images, member_probs) in zip(members, tables, strict=True):
         if set(images["file"]) != set(order):
             raise MaskclsError(f"{member}: its held-out photos differ from {members[0]}'s; fit on members trained on the same data and folds")
         position = pd.Series(np.arange(len(images)), index=images["file"])

@@ -24,7 +24,7 @@ def head_scores(y_true, y_pred) -> dict[str, float]:
     """Macro-F1 and accuracy of each head (mask, gender, age) from 18-class labels."""
     parts_true, parts_pred = decode(np.asarray(y_true)), decode(np.asarray(y_pred))
     out = {}
-    for (name, n), t, p in zip(HEADS.items(), parts_true, parts_pred):
+    for (name, n), t, p in zip(HEADS.items(), parts_true, parts_pred, strict=True):
         out[f"{name}_f1"] = macro_f1(t, p, n)
         out[f"{name}_acc"] = accuracy(t, p)
     return out

@@ -2,7 +2,12 @@
 fast training config (random-init resnet10t at 48 px) for engine tests."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -34,3 +39,16 @@ def tiny_config(root, out, *overrides):
 @pytest.fixture
 def tiny_cfg(demo_root, tmp_path):
     return lambda *overrides: tiny_config(demo_root, tmp_path / "runs", *overrides)
+
+
+def kill_after_first_epoch(args, metrics_csv, timeout: float = 240) -> None:
+    """Run `maskcls -q ARGS` and kill -9 it as soon as `metrics_csv` holds its first epoch's row."""
+    process = subprocess.Popen([sys.executable, "-m", "maskcls", "-q", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if metrics_csv.exists() and len(metrics_csv.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from skimage.data import chelsea
 
-from maskcls.errors import MaskclsError
 from maskcls.config import ModelConfig, PreprocessConfig
+from maskcls.errors import MaskclsError
 from maskcls.models import backbones, build_model, face_features
 from maskcls.models.backbones import create_backbone, imagenet_logits
 from maskcls.models.face_features import FaceAttributeModels

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskcls.errors import MaskclsError
 from maskcls.config import ModelConfig, PreprocessConfig
+from maskcls.errors import MaskclsError
 from maskcls.models import build_model
 from maskcls.models.face_experts import FaceExperts
 from maskcls.models.face_features import FaceAttributeModels
@@ -165,5 +165,6 @@ def test_age_expert_runs_at_a_larger_input_size():
     assert seen == [96] and native.age_size == 64
     assert torch.allclose(emb_native[:, 256:], emb_larger[:, 256:])  # the gender network still sees 32 px
     assert not torch.allclose(logits_native[:, 5:], logits_larger[:, 5:])
-    model, _ = build_model(ModelConfig.from_dict({"backbone": "none", "face_experts": True, "face_experts_age_size": 96, "head": "multi"}), PreprocessConfig(size=96))
+    model, _ = build_model(ModelConfig.from_dict({"backbone": "none", "face_experts": True, "face_experts_age_size": 96, "head": "multi"}),
+                           PreprocessConfig(size=96))
     assert model.experts.age_size == 96

@@ -1,16 +1,14 @@
 """Recipes: `maskcls fit` trains every member into one resumable folder, `maskcls predict FIT_DIR`
 applies the whole recipe."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import kill_after_first_epoch
 
 from maskcls.errors import MaskclsError
 from maskcls.fit import fit, member_config
@@ -78,17 +76,8 @@ def test_predict_flags_override_the_recipe(fitted, demo_root, tmp_path):
 
 def test_a_killed_fit_resumes_where_it_stopped(demo_root, tmp_path):
     recipe, fit_dir = write_recipe(tmp_path / "tiny.yaml", epochs=(1, 3)), tmp_path / "fit"
-    process = subprocess.Popen([sys.executable, "-m", "maskcls", "-q", "fit", str(recipe), "--data", str(demo_root), "--out", str(fit_dir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = fit_dir / "members" / "b" / "metrics.csv"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, process.stderr.read().decode()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_epoch(["fit", recipe, "--data", demo_root, "--out", fit_dir], metrics)
     assert (fit_dir / "members" / "a" / "done.json").is_file() and not (fit_dir / "members" / "b" / "done.json").exists()
     assert not (fit_dir / "recipe.yaml").exists()
     unfinished = cli("predict", fit_dir, "--data", demo_root / "eval", "--out", tmp_path / "early.csv")

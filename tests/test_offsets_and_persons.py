@@ -47,7 +47,7 @@ def test_zero_offsets_are_argmax():
 
 def test_offsets_never_lose_on_fit_data():
     rng = np.random.default_rng(2)
-    for trial in range(5):
+    for _ in range(5):
         n = 300
         y = rng.integers(0, 18, n)
         logits = rng.normal(size=(n, 18)) * rng.uniform(0.5, 2.0)
@@ -194,7 +194,7 @@ def test_group_by_embedding_finds_persons():
     embeddings = centres[person] + 0.05 * rng.normal(size=(28, 16))
     for found in (group_by_embedding(embeddings, n_groups=4), group_by_embedding(embeddings, threshold=0.3)):
         # Same partition as the true persons, whatever the cluster numbers.
-        assert len(set(zip(found.tolist(), person.tolist()))) == 4
+        assert len(set(zip(found.tolist(), person.tolist(), strict=True))) == 4
         assert len(set(found.tolist())) == 4
     with pytest.raises(MaskclsError, match="exactly one"):
         group_by_embedding(embeddings)

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import tiny_config
 from maskcls.checkpoint import load_model
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.layout import load_train
@@ -121,8 +121,8 @@ def test_oof_covers_every_training_photo_exactly_once(cv_dir, demo_root):
 
 
 def test_cv_resumes_at_fold_level(cv_dir):
-    from pathlib import Path
     import shutil
+    from pathlib import Path
 
     cv_dir = Path(cv_dir)
     kept = (cv_dir / "fold0" / "best.pt").stat().st_mtime_ns

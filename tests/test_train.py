@@ -1,17 +1,15 @@
 """The training engine on a tiny random-init model: run folder, resume, bad input."""
 import csv
 import errno
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import kill_after_first_epoch
 
 from maskcls.checkpoint import load as load_checkpoint
 from maskcls.checkpoint import save as save_checkpoint
@@ -72,7 +70,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tiny_cfg):
     resumed = train(resume=broken_dir, progress=False)
     expected, got = metrics_rows(Path(straight["run_dir"])), metrics_rows(broken_dir)
     assert len(got) == 3
-    for want, have in zip(expected, got):
+    for want, have in zip(expected, got, strict=True):
         for key in want:
             assert have[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
     assert resumed["best_macro_f1"] == pytest.approx(straight["best_macro_f1"], abs=1e-6)
@@ -82,16 +80,8 @@ def test_kill_9_then_resume_from_the_command_line(demo_root, tmp_path):
     out = tmp_path / "runs"
     args = [f"data.root={demo_root}", f"out={out}", "name=killed", "model.backbone=resnet10t", "model.weights=none",
             "preprocess.size=48", "train.epochs=3", "train.batch_size=16", "data.num_workers=0", "tracking=[]"]
-    process = subprocess.Popen([sys.executable, "-m", "maskcls", "-q", "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = out / "killed" / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, process.stderr.read().decode()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_epoch(["train", *args], metrics)
     done = len(metrics.read_text().splitlines()) - 1
     assert done < 3
     result = subprocess.run([sys.executable, "-m", "maskcls", "-q", "train", "--resume", str(out / "killed")], capture_output=True, text=True)
@@ -100,9 +90,10 @@ def test_kill_9_then_resume_from_the_command_line(demo_root, tmp_path):
     assert "best val macro-F1" in result.stdout
 
 
-def test_nan_loss_stops_with_the_batch_and_keeps_last_good_checkpoint(tiny_cfg):
-    with pytest.raises(MaskclsError, match=r"loss is (nan|inf|-inf) at epoch 1, batch \d+; stopped. The last good checkpoint is .*last.pt"):
+def test_nan_loss_stops_with_the_batch_and_leaves_no_unstarted_run(tiny_cfg, tmp_path):
+    with pytest.raises(MaskclsError, match=r"loss is (nan|inf|-inf) at epoch 1, batch \d+; stopped. No epoch had finished, so nothing is kept"):
         train(tiny_cfg("name=nan", "train.optimizer=sgd", "train.lr=1e12", "train.scheduler=none"), progress=False)
+    assert not (tmp_path / "runs" / "nan").exists()
 
 
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):

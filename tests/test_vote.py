@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from maskcls.infer.vote import fit_soft_weights, hard_vote, simplex_grid, soft_vote
 from maskcls.errors import MaskclsError
+from maskcls.infer.vote import fit_soft_weights, hard_vote, simplex_grid, soft_vote
 from maskcls.metrics import macro_f1
 
 

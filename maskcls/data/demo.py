@@ -40,6 +40,8 @@ DOT_FILE_SHARE = 0.25
 
 # Drawing on a canvas twice the output size and shrinking it gives smooth edges cheaply.
 SUPERSAMPLE = 2
+YOUNGEST_AGE = 18  # the competition's photos are of adults
+SKIN_JITTER = 18  # per-channel spread of skin tones within a race, in 0-255 units
 MAX_TILT_DEGREES = 7
 TILT_MARGIN = 1.13  # > cos(7 deg) + sin(7 deg): a window tilted that much stays on the canvas
 BACKGROUND_GRID = 16
@@ -183,7 +185,7 @@ def _with_each_present(choices: np.ndarray, options: int) -> np.ndarray:
 def _sample_age(group: int, rng: np.random.Generator) -> int:
     """True age; like the real data, many people at 18-22 and in their fifties."""
     if group == 0:
-        ages = np.arange(18, 30)
+        ages = np.arange(YOUNGEST_AGE, 30)
         weights = np.linspace(2.0, 1.0, len(ages))
     elif group == 1:
         ages = np.arange(30, 60)
@@ -214,7 +216,7 @@ def _sample_look(gender: int, race: str, true_age: int, rng: np.random.Generator
         hair_style = "long" if rng.random() < 0.85 else "medium"
     else:
         hair_style = "short" if rng.random() < 0.9 else "medium"
-    skin = np.array(RACE_SKIN[race]) + rng.integers(-18, 19, size=3)
+    skin = np.array(RACE_SKIN[race]) + rng.integers(-SKIN_JITTER, SKIN_JITTER + 1, size=3)
     lips = (196, 70, 90) if female and rng.random() < 0.7 else tuple(int(c) for c in skin * (0.78, 0.6, 0.6))
     shape_order = rng.permutation(len(MASK_SHAPES))
     masks = tuple(_mask_of(MASK_SHAPES[i], rng) for i in shape_order)

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MaskclsError
-from ..labels import DEFAULT_AGE_CUTS, GENDER_CODES, PHOTO_MASK, age_group, encode
+from ..labels import DEFAULT_AGE_CUTS, GENDER_CODES, NUM_CLASSES, PHOTO_MASK, age_group, encode
+from .transforms import truncation
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,13 @@ class EvalData:
     root: Path
     info: pd.DataFrame  # ImageID, ans, in the file's order
     files: list  # absolute image paths aligned with info rows
+    warnings: list = field(default_factory=list)
+
+
+# Ages above this are more likely a typing error than a person (the competition caps at 60).
+AGE_PLAUSIBLE_MAX = 100
+# Photos smaller than this on either side carry no face to classify.
+MIN_PHOTO_SIDE = 16
 
 
 def _train_dir(root: Path) -> Path:
@@ -76,18 +84,15 @@ def read_csv_checked(csv_path: Path, columns: list[str], hint: str) -> pd.DataFr
 
 def _parse_persons(table: pd.DataFrame, csv_path: Path, age_cuts) -> tuple[pd.DataFrame, list[str]]:
     warnings = []
+    if table.empty:
+        raise MaskclsError(f"{csv_path}: lists no persons (only a header); add one line per person folder under train/images/")
     table = table[TRAIN_COLUMNS].copy()
     for column in TRAIN_COLUMNS:
         table[column] = table[column].str.strip()
     for row_no, row in enumerate(table.itertuples(index=False), start=2):  # row 1 is the header
-        if row.gender.lower() not in GENDER_CODES:
-            raise MaskclsError(
-                f"{csv_path}: line {row_no} (id {row.id}): gender {row.gender!r} is not male/female; fix that line"
-            )
-        if not row.age.isdigit():
-            raise MaskclsError(f"{csv_path}: line {row_no} (id {row.id}): age {row.age!r} is not a whole number; fix that line")
-        if not row.path:
-            raise MaskclsError(f"{csv_path}: line {row_no} (id {row.id}): empty path; give the person's folder name")
+        _check_person_row(row, row_no, csv_path, warnings)
+    # `./X` and `X` name the same folder: compare the folders, not the spellings.
+    table["path"] = table["path"].map(os.path.normpath)
     repeated_paths = table["path"][table["path"].duplicated()]
     if len(repeated_paths):
         raise MaskclsError(
@@ -106,6 +111,30 @@ def _parse_persons(table: pd.DataFrame, csv_path: Path, age_cuts) -> tuple[pd.Da
     table["gender_code"] = table["gender"].map(GENDER_CODES).astype(int)
     table["age_group"] = age_group(table["age"].to_numpy(), age_cuts)
     return table.reset_index(drop=True), warnings
+
+
+def _check_person_row(row, row_no: int, csv_path: Path, warnings: list) -> None:
+    where = f"{csv_path}: line {row_no} (id {row.id})"
+    if row.gender.lower() not in GENDER_CODES:
+        raise MaskclsError(f"{where}: gender {row.gender!r} is not male/female; fix that line")
+    if not row.age.isdigit():
+        raise MaskclsError(f"{where}: age {row.age!r} is not a whole number; fix that line")
+    if not row.path:
+        raise MaskclsError(f"{where}: empty path; give the person's folder name")
+    if os.path.isabs(row.path) or ".." in Path(row.path).parts:
+        raise MaskclsError(f"{where}: path {row.path!r} must be a folder name under train/images/, not a path out of it")
+    if int(row.age) > AGE_PLAUSIBLE_MAX:
+        warnings.append(f"{where}: age {row.age} is above {AGE_PLAUSIBLE_MAX}; check it (the competition caps ages at 60)")
+
+
+def _unlisted_folders(images_dir: Path, listed) -> list[str]:
+    """Person folders on disk that train.csv does not name: a warning, since they are never used."""
+    listed = set(listed)
+    unlisted = [e.name for e in os.scandir(images_dir) if not e.name.startswith(".") and e.name not in listed]
+    if not unlisted:
+        return []
+    return [f"{images_dir}: {len(unlisted)} entr{'y' if len(unlisted) == 1 else 'ies'} not in train.csv "
+            f"(e.g. {sorted(unlisted)[0]}); they are not used: add them to train.csv or move them away"]
 
 
 def _scan_person_folder(folder: Path, skipped: dict) -> dict[str, Path]:
@@ -138,6 +167,7 @@ def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
     if not images_dir.is_dir():
         raise MaskclsError(f"{images_dir}: not found; train.csv needs the person folders under train/images/")
     skipped: dict = {}
+    warnings += _unlisted_folders(images_dir, persons["path"])
     rows = []
     for person in persons.itertuples(index=False):
         folder = images_dir / person.path
@@ -169,6 +199,21 @@ def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
     return data
 
 
+def leave_out_damaged(data: TrainData, bad_images: str = "error") -> TrainData:
+    """Find photos that are cut short before training reads them: an error naming the first, or,
+    with bad_images="skip", each one logged and left out."""
+    damaged = [(file, reason) for file in data.images["file"] if (reason := truncation(file))]
+    if not damaged:
+        return data
+    if bad_images == "error":
+        raise MaskclsError(f"{damaged[0][0]}: {damaged[0][1]} ({len(damaged)} damaged photo(s) in {data.root}); copy them again, "
+                           "or pass data.bad_images=skip to train without them")
+    for file, reason in damaged:
+        log.warning("%s: %s; left out of training (data.bad_images=skip)", file, reason)
+    data.images = data.images[~data.images["file"].isin({file for file, _ in damaged})].reset_index(drop=True)
+    return data
+
+
 def relabel(data: TrainData) -> None:
     """(Re)derive each photo's mask, gender, age group and 18-class label from the person table."""
     by_path = data.persons.set_index("path")
@@ -186,6 +231,10 @@ def load_eval(root) -> EvalData:
     csv_path = eval_dir / "info.csv"
     info = read_csv_checked(csv_path, EVAL_COLUMNS, "point maskcls at the folder holding eval/info.csv")
     images_dir = eval_dir / "images"
+    repeated = info["ImageID"][info["ImageID"].duplicated()]
+    if len(repeated):
+        line = int(np.flatnonzero(info["ImageID"].to_numpy() == repeated.iloc[0])[1]) + 2
+        raise MaskclsError(f"{csv_path}: line {line}: ImageID {repeated.iloc[0]!r} is listed twice; remove the repeated line")
     files = []
     for image_id in info["ImageID"]:
         file = images_dir / image_id
@@ -194,45 +243,70 @@ def load_eval(root) -> EvalData:
         if file.stat().st_size == 0:
             raise MaskclsError(f"{file}: zero-byte image; copy the image again")
         files.append(str(file))
-    return EvalData(eval_dir, info, files)
+    listed = set(info["ImageID"])
+    unlisted = sorted(e.name for e in os.scandir(images_dir) if not e.name.startswith(".") and e.name not in listed) \
+        if images_dir.is_dir() else []
+    warnings = [f"{images_dir}: {len(unlisted)} image(s) not in info.csv (e.g. {unlisted[0]}); they are not predicted"] if unlisted else []
+    return EvalData(eval_dir, info, files, warnings)
 
 
-def verify_images(files, progress: bool = True) -> None:
-    """Decode-check every image (Pillow's verify); raises on the first corrupt one."""
+def verify_images(files, progress: bool = True) -> list[str]:
+    """Decode-check every image (Pillow's verify, and whether the file is cut short); raise on the
+    first damaged one, return a warning for photos too small to hold a face."""
     from PIL import Image
     from tqdm import tqdm
 
+    tiny = []
     for file in tqdm(files, desc="checking images", unit="img", disable=not progress, leave=False):
         try:
             with Image.open(file) as image:
+                size = image.size
                 image.verify()
         except Exception as exc:  # Pillow raises many types for broken files
             raise MaskclsError(f"{file}: cannot be decoded as an image ({type(exc).__name__}); replace or remove it") from None
+        reason = truncation(file)
+        if reason:
+            raise MaskclsError(f"{file}: {reason}; the photo is damaged: copy it again, or remove it")
+        if min(size) < MIN_PHOTO_SIDE:
+            tiny.append(file)
+    if not tiny:
+        return []
+    return [f"{len(tiny)} photo(s) smaller than {MIN_PHOTO_SIDE} px on a side (e.g. {tiny[0]}); they hold no face to classify"]
 
 
-def check(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None, progress: bool = True) -> list[str]:
-    """Validate whatever of train/ and eval/ exists under `root`; return summary lines."""
+def check(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None, progress: bool = True, strict: bool = False) -> list[str]:
+    """Validate whatever of train/ and eval/ exists under `root`; return summary lines. With
+    `strict`, a warning (an implausible age, a tiny photo, files nothing lists) is an error."""
     root = Path(root)
-    lines = []
-    has_train = (_train_dir(root) / "train.csv").exists()
-    has_eval = (_eval_dir(root) / "info.csv").exists()
+    lines, warnings = [], []
+    train_dir, eval_dir = _train_dir(root), _eval_dir(root)
+    has_train, has_eval = (train_dir / "train.csv").exists(), (eval_dir / "info.csv").exists()
+    for folder, csv_name, has in ((train_dir, "train.csv", has_train), (eval_dir, "info.csv", has_eval)):
+        if (folder / "images").is_dir() and not has:
+            raise MaskclsError(f"{folder / csv_name}: not found, but {folder / 'images'} is there; restore {csv_name}")
     if not has_train and not has_eval:
         raise MaskclsError(f"{root}: holds neither train/train.csv nor eval/info.csv; point maskcls at the dataset folder")
     if has_train:
         data = load_train(root, age_cuts, label_fixes)
-        verify_images(data.images["file"], progress)
-        persons = data.persons
-        lines.append(f"train: {len(persons)} persons, {len(data.images)} photos, all decodable")
-        lines.append(f"  gender: {persons['gender'].value_counts().to_dict()}")
-        lines.append(f"  age groups (cuts {age_cuts[0]}, {age_cuts[1]}): {persons['age_group'].value_counts().sort_index().to_dict()}")
-        extensions = data.images["file"].map(lambda f: os.path.splitext(f)[1].lower()).value_counts().to_dict()
-        lines.append(f"  age range {persons['age'].min()}-{persons['age'].max()}; extensions: {extensions}")
-        lines.append(f"  skipped files: {data.skipped or 'none'}")
-        lines.extend(f"  warning: {w}" for w in data.warnings)
-        counts = np.bincount(data.images["label"], minlength=18)
-        lines.append(f"  photos per class 0-17: {counts.tolist()}")
+        warnings += data.warnings + verify_images(data.images["file"], progress)
+        lines += _train_summary(data, age_cuts)
     if has_eval:
         evaluation = load_eval(root)
-        verify_images(evaluation.files, progress)
+        warnings += evaluation.warnings + verify_images(evaluation.files, progress)
         lines.append(f"eval: {len(evaluation.info)} images listed, all present and decodable")
-    return lines
+    if strict and warnings:
+        raise MaskclsError(f"--strict: {warnings[0]}" + (f" (and {len(warnings) - 1} more warning(s))" if len(warnings) > 1 else ""))
+    return lines + [f"warning: {w}" for w in warnings]
+
+
+def _train_summary(data: TrainData, age_cuts) -> list[str]:
+    persons = data.persons
+    extensions = data.images["file"].map(lambda f: os.path.splitext(f)[1].lower()).value_counts().to_dict()
+    return [
+        f"train: {len(persons)} persons, {len(data.images)} photos, all decodable",
+        f"  gender: {persons['gender'].value_counts().to_dict()}",
+        f"  age groups (cuts {age_cuts[0]}, {age_cuts[1]}): {persons['age_group'].value_counts().sort_index().to_dict()}",
+        f"  age range {persons['age'].min()}-{persons['age'].max()}; extensions: {extensions}",
+        f"  skipped files: {data.skipped or 'none'}",
+        f"  photos per class 0-17: {np.bincount(data.images['label'], minlength=NUM_CLASSES).tolist()}",
+    ]

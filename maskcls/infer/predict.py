@@ -14,6 +14,7 @@ import numpy as np
 
 from ..checkpoint import checkpoints_of
 from ..data.layout import load_eval
+from ..errors import MaskclsError
 from ..fileio import atomic_write, atomic_write_text
 from ..labels import NUM_CLASSES
 from .persons import person_groups
@@ -23,27 +24,50 @@ from .submission import check_submission, write_submission
 from .vote import combine
 
 
-def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: int = 2, progress: bool = True) -> dict:
-    """Predict the eval set in `data` with the recipe; write the submission, probs and metadata."""
+def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: int = 2, progress: bool = True, force: bool = False) -> dict:
+    """Predict the eval set in `data` with the recipe; write the submission, probs and metadata.
+    An existing output is refused unless `force`; an input of the prediction never is written."""
     runs = recipe.trained_runs()
     checkpoints = [checkpoints_of(run) for run in runs]  # every member checked before any photo is read
+    if batch_size < 1:
+        raise MaskclsError(f"batch size {batch_size}: must be at least 1")
     evaluation = load_eval(data)
+    outputs = output_paths(out_csv, evaluation.root, force)
     results = [member_probs(paths, evaluation.files, recipe.tta, batch_size, num_workers, progress) for paths in checkpoints]
     members_probs = [probs for probs, _ in results]
     groups = person_groups(evaluation.files) if recipe.by_person else None
     labels, probs = combine(members_probs, recipe.vote, groups)
-    out_csv = write_submission(evaluation.info, labels, out_csv)
-    stem = out_csv.with_suffix("")
-    with atomic_write(f"{stem}.probs.npy", "wb", what="probabilities") as handle:
+    # The submission is written last, so a complete submission means its companions are complete too.
+    with atomic_write(outputs["probs"], "wb", what="probabilities") as handle:
         np.save(handle, probs.astype(np.float32))
     if groups is not None:
-        with atomic_write(f"{stem}.groups.npy", "wb", what="person groups") as handle:
+        with atomic_write(outputs["groups"], "wb", what="person groups") as handle:
             np.save(handle, groups)
     meta = {"recipe": recipe.to_dict(), "members": [str(run) for run in runs],
             "preprocess": [pre for _, preprocessing in results for pre in preprocessing],
             "rows": len(labels), "info": str(evaluation.root / "info.csv")}
-    atomic_write_text(f"{stem}.meta.json", json.dumps(meta, indent=2) + "\n", what="metadata")
+    atomic_write_text(outputs["meta"], json.dumps(meta, indent=2) + "\n", what="metadata")
+    out_csv = write_submission(evaluation.info, labels, outputs["submission"])
     check_submission(out_csv, evaluation.root / "info.csv")
-    return {"submission": str(out_csv), "probs": f"{stem}.probs.npy", "meta": f"{stem}.meta.json",
+    return {"submission": str(out_csv), "probs": str(outputs["probs"]), "meta": str(outputs["meta"]),
             "counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(), "members_probs": members_probs, "groups": groups,
             "info": evaluation.info}
+
+
+def output_paths(out_csv, eval_root: Path, force: bool) -> dict[str, Path]:
+    """The submission and its companions (.probs.npy, .groups.npy, .meta.json), checked before any work."""
+    out_csv = Path(out_csv)
+    stem = out_csv.with_suffix("")
+    outputs = {"submission": out_csv, "probs": Path(f"{stem}.probs.npy"), "groups": Path(f"{stem}.groups.npy"),
+               "meta": Path(f"{stem}.meta.json")}
+    if out_csv.is_dir():
+        raise MaskclsError(f"{out_csv}: is a folder; --out takes the submission's file path, e.g. {out_csv / 'submission.csv'}")
+    inputs = {(eval_root / name).resolve() for name in ("info.csv", "truth.csv", "meta.csv")}
+    for path in outputs.values():
+        if path.resolve() in inputs or path.resolve().parent == (eval_root / "images").resolve():
+            raise MaskclsError(f"{path}: is an input of this prediction; write the submission elsewhere (--out)")
+    existing = [path for path in outputs.values() if path.exists()]
+    if existing and not force:
+        raise MaskclsError(f"{existing[0]}: exists; pass --force to replace it, or choose another --out")
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    return outputs

@@ -28,8 +28,7 @@ def check_submission(submission_csv, info_csv) -> str:
     for path in (submission_csv, info_csv):
         if not path.is_file():
             raise MaskclsError(f"{path}: not found")
-    submission = pd.read_csv(submission_csv, dtype=str, keep_default_na=True)
-    info = pd.read_csv(info_csv, dtype=str)
+    submission, info = read_table(submission_csv), read_table(info_csv)
     if list(submission.columns) != EVAL_COLUMNS:
         raise MaskclsError(f"{submission_csv}: columns are {','.join(map(str, submission.columns))}; the header must be ImageID,ans")
     if len(submission) != len(info):
@@ -48,3 +47,12 @@ def check_submission(submission_csv, info_csv) -> str:
     if len(bad):
         raise MaskclsError(f"{submission_csv}: line {bad[0] + 2}: ans {submission['ans'].iloc[bad[0]]!r} is not an integer class 0-17")
     return f"{submission_csv}: OK, {len(submission)} rows in info.csv order, classes 0-17"
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise MaskclsError(f"{path}: empty file; a submission has the header ImageID,ans and one line per image of info.csv") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise MaskclsError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0]}); expected the columns ImageID,ans") from None

@@ -104,7 +104,7 @@ class MaskLoss:
     def __call__(self, logits, target18):
         targets = marginal_targets(target18)
         total = logits.new_zeros((), dtype=torch.float32)
-        for z, (head, _, kind) in zip(split_heads(logits, self.layout), self.layout):
+        for z, (head, _, kind) in zip(split_heads(logits, self.layout), self.layout, strict=True):
             weights = self.class_weights.get(head)
             for loss_name in self.per_head:
                 if kind == "ordinal":

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MaskclsError
+from ..labels import NUM_CLASSES
 
 HEAD_LAYOUTS = {
-    "single": [("class", 18, "softmax")],
+    "single": [("class", NUM_CLASSES, "softmax")],
     "multi": [("mask", 3, "softmax"), ("gender", 2, "softmax"), ("age", 3, "softmax")],
 }
 
@@ -54,7 +55,7 @@ def class_probs(logits: torch.Tensor, layout) -> torch.Tensor:
     if len(probs) == 1:
         return probs[0]
     mask, gender, age = probs
-    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).reshape(len(mask), 18)
+    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).reshape(len(mask), NUM_CLASSES)
 
 
 def marginal_targets(target18: torch.Tensor) -> dict[str, torch.Tensor]:

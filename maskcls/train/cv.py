@@ -35,24 +35,37 @@ def run_cv(cfg: Config | None = None, folds: int = 5, resume=None, progress: boo
         cfg = load_config(cv_dir / "cv.yaml")
         folds = cfg.data.folds
     else:
+        if folds < 2:
+            raise MaskclsError(f"--folds {folds}: use at least 2 folds")
         cfg = cfg.updated({"data.folds": folds})
         cv_dir = new_run_dir(cfg.out, cfg.name, f"cv{folds}-{cfg.model.backbone}")
         atomic_write_text(cv_dir / "cv.yaml", dump_config(cfg))
-    for fold in range(folds):
-        fold_dir = cv_dir / f"fold{fold}"
-        if (fold_dir / "done.json").is_file():
-            continue
-        if (fold_dir / "last.pt").is_file():
-            result = train(resume=fold_dir, progress=progress)
-        else:
-            if fold_dir.exists():
-                shutil.rmtree(fold_dir)  # started but never finished an epoch: nothing to keep
-            fold_cfg = cfg.updated({"data.fold": fold, "out": str(cv_dir), "name": f"fold{fold}"})
-            if progress:
-                print(f"== fold {fold + 1}/{folds}", flush=True)
-            result = train(fold_cfg, progress=progress)
-        atomic_write_text(fold_dir / "done.json", json.dumps(result, indent=2) + "\n")
+    try:
+        for fold in range(folds):
+            run_fold(cv_dir, cfg, fold, folds, progress)
+    except BaseException:
+        # A new CV that fails before any fold trained an epoch leaves nothing behind, so the
+        # corrected command can take the same name.
+        if not resume and not list(cv_dir.glob("fold*/last.pt")):
+            shutil.rmtree(cv_dir, ignore_errors=True)
+        raise
     return collect_oof(cv_dir, folds)
+
+
+def run_fold(cv_dir: Path, cfg: Config, fold: int, folds: int, progress: bool) -> None:
+    """Train (or resume, or skip when done) one fold."""
+    fold_dir = cv_dir / f"fold{fold}"
+    if (fold_dir / "done.json").is_file():
+        return
+    if (fold_dir / "last.pt").is_file():
+        result = train(resume=fold_dir, progress=progress)
+    else:
+        if fold_dir.exists():
+            shutil.rmtree(fold_dir)  # started but never finished an epoch: nothing to keep
+        if progress:
+            print(f"== fold {fold + 1}/{folds}", flush=True)
+        result = train(cfg.updated({"data.fold": fold, "out": str(cv_dir), "name": f"fold{fold}"}), progress=progress)
+    atomic_write_text(fold_dir / "done.json", json.dumps(result, indent=2) + "\n")
 
 
 def collect_oof(cv_dir: Path, folds: int) -> dict:

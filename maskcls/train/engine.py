@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..config import Config, flat, load_config
-from ..data.layout import load_train
+from ..data.layout import leave_out_damaged, load_train
 from ..data.splits import holdout_split, images_of, person_folds
 from ..errors import MaskclsError
 from ..fileio import atomic_write
@@ -66,7 +67,7 @@ def split_data(cfg: Config):
     """Train/val photo tables, split by person: a K-fold fold if data.fold is set, else a holdout."""
     if not cfg.data.root:
         raise MaskclsError("data.root is not set; pass data.root=PATH (the folder holding train/train.csv)")
-    data = load_train(cfg.data.root, tuple(cfg.data.age_cuts), cfg.data.label_fixes)
+    data = leave_out_damaged(load_train(cfg.data.root, tuple(cfg.data.age_cuts), cfg.data.label_fixes), cfg.data.bad_images)
     if cfg.data.fold is not None:
         if not cfg.data.fold < cfg.data.folds:
             raise MaskclsError(f"data.fold={cfg.data.fold}: must be in 0..{cfg.data.folds - 1}")
@@ -81,16 +82,24 @@ class Run:
     cfg: Config
     run_dir: Path
     checkpoint: dict | None  # last.pt of a resumed run
+    is_new: bool = False
+
+    def discard_if_unstarted(self) -> None:
+        """A new run that fails before its first checkpoint leaves nothing behind, so the
+        corrected command can take the same name."""
+        if self.is_new and is_main_process() and not (self.run_dir / "last.pt").exists():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def open_run(cfg: Config | None, resume=None) -> Run:
     """A new run folder for `cfg`, or the folder `resume` with its config and last checkpoint."""
     if not resume:
         check_backends(cfg.tracking)
+        pick_device(cfg.device)  # a device this machine lacks fails before any folder is made
         run_dir = new_run_dir(cfg.out, cfg.name, cfg.model.backbone)
         if is_main_process():
             write_run_files(run_dir, cfg)
-        return Run(cfg, run_dir, None)
+        return Run(cfg, run_dir, None, is_new=True)
     run_dir = Path(resume)
     if not (run_dir / "config.yaml").is_file():
         raise MaskclsError(f"{run_dir}: no config.yaml here; --resume takes a run folder that `maskcls train` created")
@@ -198,8 +207,10 @@ def train_one_epoch(parts: Parts, cfg: Config, epoch: int, run_dir: Path, progre
             outputs = parts.batches.forward(model, x, parts.loss.with_age_years)
         loss = parts.loss(outputs, target)
         if not torch.isfinite(loss):
-            raise MaskclsError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}; stopped. The last good checkpoint is "
-                               f"{run_dir / 'last.pt'}. Lower train.lr or set train.clip_grad=1.0")
+            kept = (f"The last good checkpoint is {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists()
+                    else "No epoch had finished, so nothing is kept")
+            raise MaskclsError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}; stopped. {kept}. "
+                               "Lower train.lr or set train.clip_grad=1.0")
         parts.scaler.scale(loss / t_cfg.accum_steps).backward()
         if (step + 1) % t_cfg.accum_steps == 0:
             if t_cfg.clip_grad > 0:
@@ -263,6 +274,14 @@ def report_epoch(row: dict, val: dict, epochs: int) -> None:
 def train(cfg: Config | None = None, resume: str | Path | None = None, on_epoch_end=None, progress: bool = True) -> dict:
     """Train one run (or continue `resume`); return {'run_dir', 'best_macro_f1', 'best_epoch', ...}."""
     run = open_run(cfg, resume)
+    try:
+        return run_epochs(run, on_epoch_end, progress)
+    except BaseException:
+        run.discard_if_unstarted()
+        raise
+
+
+def run_epochs(run: Run, on_epoch_end, progress: bool) -> dict:
     cfg, run_dir = run.cfg, run.run_dir
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

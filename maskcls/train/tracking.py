@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import MaskclsError
 
+
 def check_backends(backends: list[str]) -> list[str]:
     """The configured backends (their names checked by the config), each one installed."""
     for backend in backends:
