@@ -50,8 +50,12 @@ def variants(recipe, members_probs, groups) -> dict:
 
 
 def member_img_s(run_dir: Path) -> float:
-    with open(run_dir / "metrics.csv") as handle:
-        return max(float(r["train_img_s"]) for r in csv.DictReader(handle))
+    """The best train img/s of a member's epochs (all its folds, for a CV member)."""
+    rates = []
+    for metrics in sorted(run_dir.glob("**/metrics.csv")):
+        with open(metrics) as handle:
+            rates += [float(r["train_img_s"]) for r in csv.DictReader(handle)]
+    return max(rates)
 
 
 def main() -> None:

@@ -40,9 +40,17 @@ def cmd_demo_data(args):
     print(f"wrote synthetic demo data to {out}/train and {out}/eval (truth in eval/truth.csv)")
 
 
+def refuse_existing_report(args) -> None:
+    """A report folder that already holds a report is kept unless --force."""
+    report = Path(args.out) / "report.html"
+    if report.exists() and not args.force:
+        raise MaskclsError(f"{report}: exists; pass --force to replace the report, or choose another --out")
+
+
 def cmd_eda(args):
     from .eda import run_eda
 
+    refuse_existing_report(args)
     summary = run_eda(args.data, args.out, age_cuts(args), progress=not args.quiet)
     print(f"EDA report: {Path(args.out) / 'report.html'}  ({summary['n_persons']} persons, {summary['n_images']} images; "
           f"channel mean {summary['channel_mean']}, std {summary['channel_std']})")
@@ -129,6 +137,7 @@ def cmd_ensemble(args):
 def cmd_evaluate(args):
     from .report import evaluate_files
 
+    refuse_existing_report(args)
     summary = evaluate_files(args.pred, args.truth, args.out, args.probs, args.images, args.meta)
     print(f"macro-F1 {summary['macro_f1']:.4f}  accuracy {summary['accuracy']:.4f}  "
           f"(mask {summary['mask_f1']:.3f} gender {summary['gender_f1']:.3f} age {summary['age_f1']:.3f}); report {Path(args.out) / 'report.html'}")
@@ -171,6 +180,7 @@ def add_data_commands(sub) -> None:
     command = add_command(sub, "eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")
     command.add_argument("data")
     command.add_argument("--out", required=True)
+    command.add_argument("--force", action="store_true", help="replace an existing report in --out")
     add_age_cuts(command)
 
 
@@ -226,6 +236,7 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--probs", help="probabilities .npy aligned with the submission rows")
     command.add_argument("--images", help="folder of the eval images, for thumbnails")
     command.add_argument("--meta", help="CSV ImageID,id giving each image's person")
+    command.add_argument("--force", action="store_true", help="replace an existing report in --out")
 
     command = add_command(sub, "demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, "
                                                  "predict, evaluate")

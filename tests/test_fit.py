@@ -146,3 +146,14 @@ def test_shipped_recipes_load_and_their_member_configs_are_valid(demo_root, tmp_
     best = load_recipe("cpu-best")
     assert best.by_person and best.vote.mask_weights == [0, 0, 0, 0, 1.0] and len(best.members) == 5
     assert np.isclose(sum(best.vote.mask_weights), 1.0)
+
+
+def test_a_cross_validated_member_is_fitted_and_its_folds_averaged(demo_root, tmp_path):
+    recipe = {"name": "cv", "members": [{"name": "cv", "config": "demo", "folds": 2, "overrides": [*TINY, "train.epochs=1"]}]}
+    (tmp_path / "cv.yaml").write_text(yaml.safe_dump(recipe))
+    fitted = fit(tmp_path / "cv.yaml", demo_root, tmp_path / "fit", progress=False)
+    cv_dir = tmp_path / "fit" / "members" / "cv"
+    assert (cv_dir / "oof_probs.npy").is_file() and sorted(p.name for p in cv_dir.glob("fold*")) == ["fold0", "fold1"]
+    assert "oof" in fitted["members"]["cv"]
+    result = predict(load_recipe(tmp_path / "fit"), demo_root / "eval", tmp_path / "sub.csv", progress=False)
+    assert len(json.loads(Path(result["meta"]).read_text())["preprocess"]) == 2  # one per fold's checkpoint

@@ -193,3 +193,14 @@ def test_a_failed_start_leaves_no_run_or_cv_folder(demo_root, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     corrected = train(tiny_config(demo_root, tmp_path / "runs", "name=r", "train.epochs=1"), progress=False)  # the name is free
     assert np.isfinite(corrected["best_macro_f1"])
+
+
+@pytest.mark.parametrize("command", [["eda", "{data}"], ["evaluate", "{data}/eval/truth.csv", "--truth", "{data}/eval/truth.csv"]])
+def test_reports_are_not_replaced_without_force(demo_root, tmp_path, command):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.html").write_text("mine")
+    args = [a.format(data=demo_root) for a in command] + ["--out", out]
+    one_line_error(cli(*args), f"{out / 'report.html'}: exists; pass --force to replace the report")
+    assert (out / "report.html").read_text() == "mine"
+    assert cli(*args, "--force").returncode == 0 and (out / "report.html").read_text() != "mine"
