@@ -67,6 +67,10 @@ def load_model(path, device=None):
     model, pre = build_model(model_cfg, cfg.preprocess, tuple(checkpoint["age_cuts"]))
     if pre != Preprocess.from_dict(checkpoint["preprocess"]):
         raise MaskclsError(f"{path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise MaskclsError(f"{path}: its weights don't fit the model its config describes ({str(exc).splitlines()[0][:100]}); "
+                           "the checkpoint is inconsistent: train again") from None
     model.to(device or torch.device("cpu")).eval()
     return model, pre, checkpoint

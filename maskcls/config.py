@@ -64,7 +64,7 @@ class DataConfig(Section):
     root: str | None = None  # dataset folder holding train/ (and eval/)
     age_cuts: list[int] = field(default_factory=lambda: [30, 60], metadata=bounds(length=2))
     label_fixes: str | None = None  # versioned CSV, see configs/label_fixes.example.csv
-    val_fraction: float = field(default=0.2, metadata=bounds(ge=0, lt=1))
+    val_fraction: float = field(default=0.2, metadata=bounds(ge=0, lt=0.5))  # 0 trains on every person
     fold: int | None = field(default=None, metadata=bounds(ge=0))  # with folds: hold out this fold instead
     folds: int = field(default=5, metadata=bounds(ge=2))
     split_seed: int = 0  # seeds the person split alone, so runs with other seeds share their holdout/folds
@@ -285,6 +285,17 @@ def check_config(cfg: Config) -> Config:
     cuts = cfg.data.age_cuts
     if not cuts[0] < cuts[1]:
         raise MaskclsError(f"data.age_cuts={cuts}: the cuts must increase, e.g. [30, 60]")
+    if cfg.data.fold is not None and cfg.data.fold >= cfg.data.folds:
+        raise MaskclsError(f"data.fold={cfg.data.fold}: must be in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})")
+    size = cfg.preprocess.size
+    if isinstance(size, list) and len(size) != 2:
+        raise MaskclsError(f"preprocess.size={size}: give one side, or [height, width]")
+    if min(size if isinstance(size, list) else [size]) < 32:
+        raise MaskclsError(f"preprocess.size={size}: images under 32 px are too small for the backbones")
+    if cfg.preprocess.std is not None and min(cfg.preprocess.std) <= 0:
+        raise MaskclsError(f"preprocess.std={cfg.preprocess.std}: every value must be greater than 0")
+    if any(w < 0 for w in cfg.train.head_weights.values()):
+        raise MaskclsError(f"train.head_weights={cfg.train.head_weights}: weights must be at least 0")
     unknown_heads = sorted(set(cfg.train.head_weights) - set(HEAD_WEIGHT_KEYS))
     if unknown_heads:
         raise MaskclsError(f"train.head_weights: unknown head {unknown_heads[0]!r}; use {', '.join(HEAD_WEIGHT_KEYS)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from .data.demo import write_demo_dataset
 from .data.layout import check
 from .eda import run_eda
+from .errors import MaskclsError
 from .fit import fit
 from .infer import load_recipe, predict
 from .labels import NUM_CLASSES
@@ -25,6 +26,8 @@ def run_demo(out="demo_out", quiet: bool = False) -> dict:
     out = Path(out)
     data = out / "data"
     started = time.time()
+    if out.exists() and not out.is_dir():
+        raise MaskclsError(f"{out}: is a file; --out takes a folder for the demo's data and results")
     recipe = load_recipe("demo")  # checked before any work
     if not (data / "train" / "train.csv").exists():
         write_demo_dataset(data)

@@ -29,6 +29,12 @@ from maskcls.models import build_model
     ("train.ema=nan", r"^train.ema=nan: must be a finite number$"),
     ("model=resnet", r"^config key 'model' is a section; set its fields, e.g. model.backbone=...$"),
     ("train.lr", r"^override 'train.lr': write it as dotted.key=value"),
+    ("preprocess.size=[48]", r"^preprocess.size=\[48\]: give one side, or \[height, width\]$"),
+    ("preprocess.size=16", r"^preprocess.size=16: images under 32 px are too small"),
+    ("preprocess.std=[0.2,0,0.2]", r"^preprocess.std=\[0.2, 0.0, 0.2\]: every value must be greater than 0$"),
+    ("data.fold=5", r"^data.fold=5: must be in 0..4 \(data.folds=5\)$"),
+    ("data.val_fraction=0.6", r"^data.val_fraction=0.6: must be below 0.5$"),
+    ("train.head_weights={mask: -1}", r"^train.head_weights=\{'mask': -1.0\}: weights must be at least 0$"),
 ])
 def test_bad_settings_are_one_line_errors_before_anything_runs(override, message):
     with pytest.raises(MaskclsError, match=message):

@@ -69,8 +69,6 @@ def split_data(cfg: Config):
         raise MaskclsError("data.root is not set; pass data.root=PATH (the folder holding train/train.csv)")
     data = leave_out_damaged(load_train(cfg.data.root, tuple(cfg.data.age_cuts), cfg.data.label_fixes), cfg.data.bad_images)
     if cfg.data.fold is not None:
-        if not cfg.data.fold < cfg.data.folds:
-            raise MaskclsError(f"data.fold={cfg.data.fold}: must be in 0..{cfg.data.folds - 1}")
         val_persons = person_folds(data.persons, cfg.data.folds, cfg.data.split_seed) == cfg.data.fold
     else:
         val_persons = holdout_split(data.persons, cfg.data.val_fraction, cfg.data.split_seed)[1]
@@ -95,7 +93,9 @@ def open_run(cfg: Config | None, resume=None) -> Run:
     """A new run folder for `cfg`, or the folder `resume` with its config and last checkpoint."""
     if not resume:
         check_backends(cfg.tracking)
-        pick_device(cfg.device)  # a device this machine lacks fails before any folder is made
+        device = pick_device(cfg.device)  # a device this machine lacks fails before any folder is made
+        if cfg.train.amp == "fp16" and device.type != "cuda":
+            raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
         run_dir = new_run_dir(cfg.out, cfg.name, cfg.model.backbone)
         if is_main_process():
             write_run_files(run_dir, cfg)
