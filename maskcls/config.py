@@ -158,14 +158,7 @@ class Config(Section):
 
     def updated(self, changes: dict) -> Config:
         """A checked copy with dotted keys changed: cfg.updated({"data.fold": 2, "out": "cv"})."""
-        nested: dict = {}
-        for dotted, value in changes.items():
-            node = nested
-            *sections, key = dotted.split(".")
-            for section in sections:
-                node = node.setdefault(section, {})
-            node[key] = value
-        return config_from_dict(merge(self.to_dict(), nested))
+        return config_from_dict(merge(self.to_dict(), nest(changes.items())))
 
 
 def check_value(value, hint, dotted: str):
@@ -330,24 +323,35 @@ def merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def nest(pairs) -> dict:
+    """[('train.lr', 0.01), ('seed', 1)] -> {'train': {'lr': 0.01}, 'seed': 1}."""
+    nested: dict = {}
+    for dotted, value in pairs:
+        node = nested
+        *sections, last = dotted.strip().split(".")
+        for part in sections:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise MaskclsError(f"{dotted}: {part} is a setting, not a section")
+        node[last] = value
+    return nested
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """['train.lr=0.01', 'model.head=single'] -> nested dict; values parsed as YAML scalars/lists."""
-    nested: dict = {}
+    pairs = []
     for item in overrides:
         if "=" not in item:
             raise MaskclsError(f"override {item!r}: write it as dotted.key=value, e.g. train.lr=0.001")
         key, raw = item.split("=", 1)
-        node = nested
-        *sections, last = key.strip().split(".")
-        for part in sections:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise MaskclsError(f"override {item!r}: {part} is a setting, not a section")
         try:
-            node[last] = yaml.safe_load(raw) if raw != "" else None
+            pairs.append((key, yaml.safe_load(raw) if raw != "" else None))
         except yaml.YAMLError:
             raise MaskclsError(f"override {item!r}: the value is not valid YAML; quote it or fix the brackets") from None
-    return nested
+    try:
+        return nest(pairs)
+    except MaskclsError as exc:
+        raise MaskclsError(f"override {exc}") from None
 
 
 # The shipped presets live in the repository's configs/, beside the package.

@@ -127,14 +127,12 @@ def _check_person_row(row, row_no: int, csv_path: Path, warnings: list) -> None:
         warnings.append(f"{where}: age {row.age} is above {AGE_PLAUSIBLE_MAX}; check it (the competition caps ages at 60)")
 
 
-def _unlisted_folders(images_dir: Path, listed) -> list[str]:
-    """Person folders on disk that train.csv does not name: a warning, since they are never used."""
-    listed = set(listed)
-    unlisted = [e.name for e in os.scandir(images_dir) if not e.name.startswith(".") and e.name not in listed]
-    if not unlisted:
+def _unlisted(folder: Path, listed) -> list[str]:
+    """Names in `folder` (dot-files aside) that the CSV does not list, sorted: never used, so worth a warning."""
+    if not folder.is_dir():
         return []
-    return [f"{images_dir}: {len(unlisted)} entr{'y' if len(unlisted) == 1 else 'ies'} not in train.csv "
-            f"(e.g. {sorted(unlisted)[0]}); they are not used: add them to train.csv or move them away"]
+    listed = set(listed)
+    return sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.name not in listed)
 
 
 def _scan_person_folder(folder: Path, skipped: dict) -> dict[str, Path]:
@@ -167,7 +165,10 @@ def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
     if not images_dir.is_dir():
         raise MaskclsError(f"{images_dir}: not found; train.csv needs the person folders under train/images/")
     skipped: dict = {}
-    warnings += _unlisted_folders(images_dir, persons["path"])
+    unlisted = _unlisted(images_dir, persons["path"])
+    if unlisted:
+        warnings.append(f"{images_dir}: {len(unlisted)} entr{'y' if len(unlisted) == 1 else 'ies'} not in train.csv "
+                        f"(e.g. {unlisted[0]}); they are not used: add them to train.csv or move them away")
     rows = []
     for person in persons.itertuples(index=False):
         folder = images_dir / person.path
@@ -243,9 +244,7 @@ def load_eval(root) -> EvalData:
         if file.stat().st_size == 0:
             raise MaskclsError(f"{file}: zero-byte image; copy the image again")
         files.append(str(file))
-    listed = set(info["ImageID"])
-    unlisted = sorted(e.name for e in os.scandir(images_dir) if not e.name.startswith(".") and e.name not in listed) \
-        if images_dir.is_dir() else []
+    unlisted = _unlisted(images_dir, info["ImageID"])
     warnings = [f"{images_dir}: {len(unlisted)} image(s) not in info.csv (e.g. {unlisted[0]}); they are not predicted"] if unlisted else []
     return EvalData(eval_dir, info, files, warnings)
 
