@@ -52,3 +52,8 @@ def kill_after_first_epoch(args, metrics_csv, timeout: float = 240) -> None:
     assert process.poll() is None, process.stderr.read().decode()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    """`maskcls -q ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "maskcls", "-q", *map(str, args)], capture_output=True, text=True)

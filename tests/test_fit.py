@@ -1,14 +1,12 @@
 """Recipes: `maskcls fit` trains every member into one resumable folder, `maskcls predict FIT_DIR`
 applies the whole recipe."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import kill_after_first_epoch
+from conftest import cli, kill_after_first_epoch
 
 from maskcls.errors import MaskclsError
 from maskcls.fit import fit, member_config
@@ -28,10 +26,6 @@ def write_recipe(path: Path, epochs=(1, 1), **extra) -> Path:
     }
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "maskcls", "-q", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import cli, tiny_config
 from PIL import Image
 
 from maskcls.cli import error_line
@@ -19,10 +19,6 @@ from maskcls.train import run_cv, train
 
 TINY = ["model.backbone=resnet10t", "model.weights=none", "preprocess.size=48", "train.batch_size=16", "data.num_workers=0",
         "tracking=[]", "train.epochs=1"]
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "maskcls", "-q", *map(str, args)], capture_output=True, text=True)
 
 
 def one_line_error(result, expected: str):
