@@ -25,7 +25,7 @@ def main() -> None:
     assert torch.cuda.is_available(), "no CUDA device"
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     work = Path(tempfile.mkdtemp())
-    data = write_demo_dataset(work / "data", persons=120, eval_persons=40, image_size=96)
+    data = write_demo_dataset(work / "data", persons=120, eval_persons=40, image_size=96, scene="tight")
 
     def cfg(*overrides):
         return load_config("demo", [f"data.root={data}", f"out={work / 'runs'}", "data.num_workers=4", "train.batch_size=64", *overrides])

@@ -19,6 +19,7 @@ import yaml
 
 from .data.mix import MIX_MODES
 from .errors import MaskclsError
+from .faces import DetectorSettings
 from .loss import check_loss_name
 from .models import MODES, check_model_config
 from .models.heads import HEAD_LAYOUTS
@@ -26,7 +27,7 @@ from .optim import OPTIMIZERS
 from .scheduler import SCHEDULERS
 
 AugmentPreset = Literal["none", "light", "medium", "strong"]
-Crop = Literal["none"]
+Crop = Literal["none", "mtcnn"]
 HeadName = Literal[tuple(HEAD_LAYOUTS)]
 ModelMode = Literal[MODES]
 OptimizerName = Literal[tuple(OPTIMIZERS)]
@@ -77,7 +78,10 @@ class PreprocessConfig(Section):
     size: int | list[int] = 160  # one side, or [height, width]
     mean: list[float] | None = field(default=None, metadata=bounds(length=3))  # None: the backbone's
     std: list[float] | None = field(default=None, metadata=bounds(length=3))
-    crop: Crop = "none"
+    crop: Crop = "none"  # mtcnn: train and predict on the square face crop (see maskcls/faces)
+    crop_margin: float = field(default=0.2, metadata=bounds(ge=0, le=1))  # grows the face box by this much of its side, each way
+    crop_thresholds: list[float] = field(default_factory=lambda: list(DetectorSettings.thresholds), metadata=bounds(length=3))
+    crop_min_face: float = field(default=DetectorSettings.min_face, metadata=bounds(gt=0, lt=1))  # of the short side
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,8 @@ def check_config(cfg: Config) -> Config:
     unknown_heads = sorted(set(cfg.train.head_weights) - set(HEAD_WEIGHT_KEYS))
     if unknown_heads:
         raise MaskclsError(f"train.head_weights: unknown head {unknown_heads[0]!r}; use {', '.join(HEAD_WEIGHT_KEYS)}")
+    if not all(0 < t < 1 for t in cfg.preprocess.crop_thresholds):
+        raise MaskclsError(f"preprocess.crop_thresholds={cfg.preprocess.crop_thresholds}: three detector scores between 0 and 1")
     check_loss_name(cfg.train.loss)
     check_model_config(cfg.model)
     if cfg.train.age_years_weight and not (cfg.model.face_experts or cfg.model.age_years):

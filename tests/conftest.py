@@ -18,7 +18,7 @@ from maskcls.data.demo import write_demo_dataset
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """Read-only demo dataset; copy it (see `demo_copy`) before changing anything."""
-    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", persons=30, eval_persons=12, image_size=48, seed=3)
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", persons=30, eval_persons=12, image_size=48, seed=3, scene="tight")
 
 
 @pytest.fixture

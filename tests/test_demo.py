@@ -9,7 +9,7 @@ from maskcls.data.demo import write_demo_dataset
 from maskcls.errors import MaskclsError
 from maskcls.labels import PHOTO_MASK
 
-SMALL = dict(persons=12, eval_persons=8, image_size=64)
+SMALL = dict(persons=12, eval_persons=8, image_size=64, scene="tight")
 
 
 def read_rows(path):
@@ -97,7 +97,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 
 def test_defaults_cover_all_classes(tmp_path):
-    out = write_demo_dataset(tmp_path / "data")
+    out = write_demo_dataset(tmp_path / "data", scene="tight")
     _, persons = read_rows(out / "train" / "train.csv")
     cells = {(gender, 0 if int(age) < 30 else 1 if int(age) < 60 else 2) for _, gender, _, age, _ in persons}
     assert len(cells) == 6  # each person has all three mask states, so 6 cells give 18 classes

@@ -36,7 +36,7 @@ def eda(tmp_path_factory):
     person 3: mask4 replaced by bytes that are no image   -> unreadable, listed, run goes on
     """
     root = write_demo_dataset(
-        tmp_path_factory.mktemp("data"), persons=TRAIN_PERSONS, eval_persons=EVAL_PERSONS, image_size=64, seed=0
+        tmp_path_factory.mktemp("data"), persons=TRAIN_PERSONS, eval_persons=EVAL_PERSONS, image_size=64, seed=0, scene="tight"
     )
     images = load_train(root).images
     jpeg_persons = sorted(images.loc[images["file"].str.endswith(".jpg"), "path"].unique())

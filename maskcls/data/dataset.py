@@ -6,7 +6,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .transforms import Preprocess, eval_transform, read_rgb, to_tensor, train_transform
+from ..faces import face_boxes
+from ..imageio import read_rgb
+from .transforms import Preprocess, eval_transform, to_tensor, train_transform
 
 
 class PhotoDataset(Dataset):
@@ -14,6 +16,8 @@ class PhotoDataset(Dataset):
         self.files = list(files)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.pre = pre
+        # Faces are found here, before any worker forks, and looked up by content next time.
+        self.faces = face_boxes(self.files, pre.detector, progress=True) if pre is not None and pre.crop != "none" else None
         self.transform = train_transform(pre, augment) if augment else eval_transform(pre)
         self.seed = seed
         self.epoch = 0
@@ -27,7 +31,9 @@ class PhotoDataset(Dataset):
 
     def __getitem__(self, index: int):
         self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
-        image = self.transform(image=read_rgb(self.files[index]))["image"]
+        image = read_rgb(self.files[index])
+        image = self.pre.face_crop(image, None if self.faces is None else self.faces[index])
+        image = self.transform(image=image)["image"]
         x = to_tensor(image, self.pre)
         # labels: (N,) classes, or (N, K) rows such as (class, exact age), batched as (B,) or (B, K).
         return (x, -1) if self.labels is None else (x, torch.as_tensor(self.labels[index]))

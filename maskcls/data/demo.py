@@ -9,6 +9,12 @@ are carried by deliberately visible cues:
     gender   hair length (long for most women, short for most men), brow thickness, beard, lips
     age      hair greyness and forehead wrinkles grow with an apparent age (true age + noise)
 
+Two scene kinds: "wide" (the default) draws 384x512 upper-body scenes in the competition's
+proportions, the face 15-45 % of the frame width at a random place in front of a random wall,
+door, gradient or clutter, so the face crop has to find it; "tight" draws the face filling a
+square photo. Each split's faces.csv gives the drawn face box of every photo, for measuring
+the detector.
+
 Scores on this data say the code runs and learns, nothing about the real task. The layout
 quirks of the real data are reproduced on purpose: mixed .jpg/.jpeg/.png per person, macOS
 dot-files beside some photos, ages capped at 60, label-free random eval file names.
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import MaskclsError
 from ..labels import AGE_CAP, GENDER_NAMES, PHOTO_MASK, age_group, encode
@@ -45,6 +51,11 @@ SKIN_JITTER = 18  # per-channel spread of skin tones within a race, in 0-255 uni
 MAX_TILT_DEGREES = 7
 TILT_MARGIN = 1.13  # > cos(7 deg) + sin(7 deg): a window tilted that much stays on the canvas
 BACKGROUND_GRID = 16
+SCENES = ("wide", "tight")
+DEFAULT_IMAGE_SIZE = {"wide": 384, "tight": 96}  # wide: the frame's width; its height is 4/3 of it
+WIDE_ASPECT = 4 / 3
+FACE_WIDTH_SHARES = (0.15, 0.45)  # of the frame's width
+BACKGROUND_KINDS = ("wall", "door", "gradient", "clutter")
 
 RACE_SKIN = {
     "Asian": (226, 190, 160),
@@ -84,6 +95,7 @@ class Look:
     clothes: tuple
     background: tuple  # two colours of a gradient
     background_angle: float
+    background_kind: str  # wide scenes: wall, door, gradient or clutter (the same place in all 7 photos)
     masks: tuple  # (shape, colour) for mask1..mask5
     incorrect_mask: tuple  # (shape, colour)
     incorrect_way: str  # "below_nose" or "on_chin"
@@ -110,13 +122,18 @@ class Person:
 
 
 def write_demo_dataset(
-    out: str | Path, persons: int = 150, eval_persons: int = 60, image_size: int = 96, seed: int = 0
+    out: str | Path, persons: int = 150, eval_persons: int = 60, image_size: int | None = None, seed: int = 0, scene: str = "wide"
 ) -> Path:
     """Write a synthetic train/ and eval/ in the competition layout under `out`; return `Path(out)`.
 
     eval/ also gets truth.csv (the true labels, in info.csv's order) and meta.csv (the person id
-    of each eval image). Byte-identical output for the same arguments.
+    of each eval image); each split gets faces.csv (the drawn face box of each photo).
+    `image_size` is the side of a tight photo or the width of a wide one. Byte-identical output
+    for the same arguments.
     """
+    if scene not in SCENES:
+        raise MaskclsError(f"scene={scene!r}: choose one of {', '.join(SCENES)}")
+    image_size = image_size or DEFAULT_IMAGE_SIZE[scene]
     if persons < MIN_PERSONS or eval_persons < MIN_PERSONS:
         raise MaskclsError(
             f"persons={persons}, eval_persons={eval_persons}: each needs at least {MIN_PERSONS} "
@@ -138,8 +155,9 @@ def write_demo_dataset(
     train_ids = sorted(ids[:persons])  # train.csv is sorted by id, as in the real data
     train_people = _sample_people(train_ids, rng, with_file_quirks=True)
     eval_people = _sample_people(ids[persons:], rng, with_file_quirks=False)
-    _write_train(out / "train", train_people, image_size, rng)
-    _write_eval(out / "eval", eval_people, image_size, rng)
+    draw = _wide_photo if scene == "wide" else _draw_photo
+    _write_train(out / "train", train_people, lambda look, photo: draw(look, photo, image_size, rng))
+    _write_eval(out / "eval", eval_people, lambda look, photo: draw(look, photo, image_size, rng), rng)
     return out
 
 
@@ -232,6 +250,7 @@ def _sample_look(gender: int, race: str, true_age: int, rng: np.random.Generator
         clothes=tuple(int(c) for c in rng.integers(20, 236, size=3)),
         background=tuple(tuple(int(c) for c in rng.integers(40, 236, size=3)) for _ in range(2)),
         background_angle=rng.uniform(0, 2 * math.pi),
+        background_kind=BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))],
         masks=masks,
         incorrect_mask=_mask_of(MASK_SHAPES[rng.integers(len(MASK_SHAPES))], rng),
         incorrect_way="below_nose" if rng.random() < 0.5 else "on_chin",
@@ -243,7 +262,7 @@ def _mask_of(shape: str, rng: np.random.Generator) -> tuple:
     return shape, colours[rng.integers(len(colours))]
 
 
-def _write_train(train_dir: Path, people: list[Person], image_size: int, rng: np.random.Generator) -> None:
+def _write_train(train_dir: Path, people: list[Person], draw) -> None:
     images_dir = train_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(
@@ -251,14 +270,17 @@ def _write_train(train_dir: Path, people: list[Person], image_size: int, rng: np
         ["id", "gender", "race", "age", "path"],
         [(p.id, p.gender, p.race, p.age, p.folder) for p in people],
     )
+    boxes = []
     for person in people:
         folder = images_dir / person.folder
         folder.mkdir(exist_ok=True)
         for photo in PHOTO_NAMES:
-            image = _draw_photo(person.look, photo, image_size, rng)
+            image, box = draw(person.look, photo)
             _save(image, folder / f"{photo}{person.extension}", person.jpeg_quality)
+            boxes.append((f"{person.folder}/{photo}{person.extension}", *box, PHOTO_MASK[photo]))
         if person.dot_files:
             _write_dot_files(folder, person.extension)
+    _write_csv(train_dir / "faces.csv", FACES_HEADER, boxes)
 
 
 def _write_dot_files(folder: Path, extension: str) -> None:
@@ -269,21 +291,26 @@ def _write_dot_files(folder: Path, extension: str) -> None:
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(24))
 
 
-def _write_eval(eval_dir: Path, people: list[Person], image_size: int, rng: np.random.Generator) -> None:
+def _write_eval(eval_dir: Path, people: list[Person], draw, rng: np.random.Generator) -> None:
     images_dir = eval_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     photos = [(person, photo) for person in people for photo in PHOTO_NAMES]
     photos = [photos[i] for i in rng.permutation(len(photos))]
-    image_ids, truths = [], []
+    image_ids, truths, boxes = [], [], []
     for person, photo in photos:
         image_id = rng.bytes(20).hex() + ".jpg"  # random, so the name gives nothing away
-        image = _draw_photo(person.look, photo, image_size, rng)
+        image, box = draw(person.look, photo)
         _save(image, images_dir / image_id, person.jpeg_quality)
         image_ids.append(image_id)
         truths.append(encode(PHOTO_MASK[photo], GENDER_NAMES.index(person.gender), age_group(person.age)))
+        boxes.append((image_id, *box, PHOTO_MASK[photo]))
+    _write_csv(eval_dir / "faces.csv", FACES_HEADER, boxes)
     _write_csv(eval_dir / "info.csv", ["ImageID", "ans"], [(i, 0) for i in image_ids])
     _write_csv(eval_dir / "truth.csv", ["ImageID", "ans"], list(zip(image_ids, truths, strict=True)))
     _write_csv(eval_dir / "meta.csv", ["ImageID", "id"], [(i, person.id) for i, (person, _) in zip(image_ids, photos, strict=True)])
+
+
+FACES_HEADER = ["path", "x0", "y0", "x1", "y1", "mask_state"]
 
 
 def _write_csv(path: Path, header: list[str], rows: list) -> None:
@@ -325,7 +352,71 @@ def _draw_photo(look: Look, photo: str, image_size: int, rng: np.random.Generato
     half, centre = image_size / 2, canvas / 2
     affine = (cos, -sin, centre - (cos - sin) * half, sin, cos, centre - (sin + cos) * half)
     small = image.transform((image_size, image_size), Image.AFFINE, affine, resample=Image.BILINEAR)
-    return _relight(small, rng)
+    # The face's box before the tilt, in output pixels: close enough for measuring a detector.
+    fx, fy = (cx - centre) / SUPERSAMPLE + half, (cy - centre) / SUPERSAMPLE + half
+    fw, fh = rw / SUPERSAMPLE, rh / SUPERSAMPLE
+    return _relight(small, rng), _rounded_box(fx - fw, fy - fh, fx + fw, fy + fh)
+
+
+def _rounded_box(*box) -> tuple:
+    return tuple(round(float(v), 1) for v in box)
+
+
+def _wide_photo(look: Look, photo: str, width: int, rng: np.random.Generator) -> tuple[Image.Image, tuple]:
+    """An upper-body scene: a wall, door, gradient or clutter behind a torso and the face at a
+    random scale and place; then a camera's blur, lighting and noise."""
+    height = round(width * WIDE_ASPECT)
+    big_w, big_h = width * SUPERSAMPLE, height * SUPERSAMPLE
+    image = _scene_background(look, big_w, big_h, rng)
+    draw = ImageDraw.Draw(image)
+    rw = big_w * rng.uniform(*FACE_WIDTH_SHARES) / 2
+    rh = rw * 4 / 3
+    cx = rng.uniform(min(1.4 * rw, big_w / 2), max(big_w - 1.4 * rw, big_w / 2))
+    cy = rng.uniform(min(1.3 * rh, big_h * 0.3), max(big_h * 0.62 - rh, big_h * 0.3))
+    draw.rounded_rectangle((cx - 2.1 * rw, cy + 1.6 * rh, cx + 2.1 * rw, big_h + rh), radius=rw, fill=look.clothes)  # shoulders and torso
+    _draw_head(draw, look, cx, cy, rw, rh)
+    mask_state = PHOTO_MASK[photo]
+    if mask_state == 0:
+        _draw_mask(draw, *look.masks[PHOTO_NAMES.index(photo)], "worn", cx, cy, rw, rh)
+    elif mask_state == 1:
+        _draw_mask(draw, *look.incorrect_mask, look.incorrect_way, cx, cy, rw, rh)
+    small = image.resize((width, height), Image.BOX)
+    if rng.random() < 0.4:  # a camera slightly out of focus
+        small = small.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    box = _rounded_box(*(v / SUPERSAMPLE for v in (cx - rw, cy - rh, cx + rw, cy + rh)))
+    return _relight(small, rng), box
+
+
+def _scene_background(look: Look, width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    """The person's place (the same kind and colours in all their photos), with per-photo jitter."""
+    square = _background(look, max(width, height), rng).crop((0, 0, width, height))
+    if look.background_kind == "gradient":
+        return square
+    wall, trim = (tuple(int(c) for c in np.clip(np.array(colour) + rng.integers(-8, 9, 3), 0, 255)) for colour in look.background)
+    image = Image.new("RGB", (width, height), wall) if look.background_kind != "clutter" else square
+    draw = ImageDraw.Draw(image)
+    if look.background_kind == "door":
+        left = width * rng.uniform(0.05, 0.55)
+        door = (left, height * rng.uniform(0.02, 0.12), left + width * rng.uniform(0.3, 0.45), height)
+        draw.rectangle(door, fill=trim, outline=_shade(trim, 0.6), width=max(2, width // 60))
+        knob_y = door[1] + (door[3] - door[1]) * 0.55
+        draw.ellipse((door[2] - width * 0.06, knob_y, door[2] - width * 0.03, knob_y + width * 0.03), fill=(200, 180, 90))
+    elif look.background_kind == "clutter":
+        for _ in range(int(rng.integers(6, 16))):
+            colour = tuple(int(c) for c in rng.integers(20, 236, 3))
+            x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+            x1, y1 = x0 + rng.uniform(0.05, 0.4) * width, y0 + rng.uniform(0.05, 0.4) * height
+            shape = rng.integers(3)
+            if shape == 0:
+                draw.rectangle((x0, y0, x1, y1), fill=colour)
+            elif shape == 1:
+                draw.ellipse((x0, y0, x1, y1), fill=colour)
+            else:
+                draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, max(3, width // 40))))
+    else:  # wall: plaster with a skirting line
+        y = height * rng.uniform(0.75, 0.95)
+        draw.rectangle((0, y, width, height), fill=trim)
+    return image
 
 
 def _background(look: Look, canvas: int, rng: np.random.Generator) -> Image.Image:

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MaskclsError
+from ..imageio import truncation
 from ..labels import DEFAULT_AGE_CUTS, GENDER_CODES, NUM_CLASSES, PHOTO_MASK, age_group, encode
-from .transforms import truncation
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,13 @@ AGE_PLAUSIBLE_MAX = 100
 MIN_PHOTO_SIDE = 16
 
 
-def _train_dir(root: Path) -> Path:
+def train_folder(root: Path) -> Path:
     """Accept the dataset root (holding train/) or the train folder itself."""
     root = Path(root)
     return root / "train" if (root / "train" / "train.csv").exists() or not (root / "train.csv").exists() else root
 
 
-def _eval_dir(root: Path) -> Path:
+def eval_folder(root: Path) -> Path:
     root = Path(root)
     return root / "eval" if (root / "eval" / "info.csv").exists() or not (root / "info.csv").exists() else root
 
@@ -157,7 +157,7 @@ def _scan_person_folder(folder: Path, skipped: dict) -> dict[str, Path]:
 
 def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
     """Read train.csv and the person folders; validate everything but image decoding (see `check`)."""
-    train_dir = _train_dir(Path(root))
+    train_dir = train_folder(Path(root))
     csv_path = train_dir / "train.csv"
     table = read_csv_checked(csv_path, TRAIN_COLUMNS, "point maskcls at the folder holding train/train.csv")
     persons, warnings = _parse_persons(table, csv_path, age_cuts)
@@ -228,7 +228,7 @@ def relabel(data: TrainData) -> None:
 
 def load_eval(root) -> EvalData:
     """Read info.csv and check every listed image is on disk and non-empty."""
-    eval_dir = _eval_dir(Path(root))
+    eval_dir = eval_folder(Path(root))
     csv_path = eval_dir / "info.csv"
     info = read_csv_checked(csv_path, EVAL_COLUMNS, "point maskcls at the folder holding eval/info.csv")
     images_dir = eval_dir / "images"
@@ -278,7 +278,7 @@ def check(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None, progress: bool = Tr
     `strict`, a warning (an implausible age, a tiny photo, files nothing lists) is an error."""
     root = Path(root)
     lines, warnings = [], []
-    train_dir, eval_dir = _train_dir(root), _eval_dir(root)
+    train_dir, eval_dir = train_folder(root), eval_folder(root)
     has_train, has_eval = (train_dir / "train.csv").exists(), (eval_dir / "info.csv").exists()
     for folder, csv_name, has in ((train_dir, "train.csv", has_train), (eval_dir, "info.csv", has_eval)):
         if (folder / "images").is_dir() and not has:

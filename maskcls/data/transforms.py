@@ -7,7 +7,6 @@ on the same recorded `Preprocess`, and height always comes first.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import albumentations as A
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import MaskclsError
+from ..faces import DetectorSettings, crop_face
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class Preprocess:
     width: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    crop: str = "none"  # a face crop (MTCNN) joins here, applied identically in training and prediction
+    crop: str = "none"  # "mtcnn": the square face crop, the same in training, prediction and serving
+    crop_margin: float = 0.0
+    detector: DetectorSettings = DetectorSettings()  # recorded, so a run is always cropped as it was trained
 
     @classmethod
     def from_config(cls, cfg, backbone_mean, backbone_std) -> Preprocess:
@@ -32,14 +34,25 @@ class Preprocess:
         height, width = (cfg.size, cfg.size) if isinstance(cfg.size, int) else tuple(cfg.size)
         if min(height, width) < 32:
             raise MaskclsError(f"preprocess.size={cfg.size}: images under 32 px are too small for the backbones")
-        return cls(int(height), int(width), tuple(cfg.mean or backbone_mean), tuple(cfg.std or backbone_std), cfg.crop)
+        mean, std = tuple(cfg.mean or backbone_mean), tuple(cfg.std or backbone_std)
+        if cfg.crop == "none":  # margin and detector mean nothing without a crop; runs from before the crop compare equal
+            return cls(int(height), int(width), mean, std)
+        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin,
+                   DetectorSettings(thresholds=tuple(cfg.crop_thresholds), min_face=cfg.crop_min_face))
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "detector"}
+        return {**d, "detector": self.detector.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), d.get("crop", "none"))
+        # Runs recorded before the face crop existed have no crop keys: they were never cropped.
+        return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), d.get("crop", "none"),
+                   float(d.get("crop_margin", 0.0)), DetectorSettings.from_dict(d.get("detector")))
+
+    def face_crop(self, image: np.ndarray, face) -> np.ndarray:
+        """The model's view of a photo whose main face is `face` (None when this run does not crop)."""
+        return image if face is None else crop_face(image, face.box, self.crop_margin)
 
 
 def _augmentations(preset: str, pre: Preprocess) -> list:
@@ -80,37 +93,3 @@ def to_tensor(image_rgb: np.ndarray, pre: Preprocess) -> torch.Tensor:
     mean = np.asarray(pre.mean, np.float32) * 255
     std = np.asarray(pre.std, np.float32) * 255
     return torch.from_numpy(((image_rgb.astype(np.float32) - mean) / std).transpose(2, 0, 1).copy())
-
-
-# A JPEG ends with its end-of-image marker and a PNG with its IEND chunk; cameras may append a
-# little after them, so the end of the file is searched, not only its last bytes.
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-PNG_SIGNATURE, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
-TAIL_BYTES = 16384
-
-
-def truncation(file) -> str | None:
-    """Why a photo file is cut short, or None. A decoder fills a cut-short JPEG with grey and
-    goes on, so this is checked before decoding rather than left to it."""
-    with open(file, "rb") as handle:
-        head = handle.read(8)
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - TAIL_BYTES))
-        tail = handle.read()
-    if head.startswith(JPEG_START) and JPEG_END not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if head.startswith(PNG_SIGNATURE) and PNG_END not in tail:
-        return "truncated PNG (no IEND chunk)"
-    return None
-
-
-def read_rgb(file: str) -> np.ndarray:
-    """Decode a photo as RGB uint8 (PNG alpha dropped); a broken or cut-short file is a one-line error."""
-    reason = truncation(file)
-    if reason:
-        raise MaskclsError(f"{file}: {reason}; the photo is damaged: copy it again or remove it "
-                           "(training can leave such photos out with data.bad_images=skip)")
-    image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-    if image is None:
-        raise MaskclsError(f"{file}: cannot be decoded as an image; replace or remove it")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

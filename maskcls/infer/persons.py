@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-from ..data.transforms import read_rgb
 from ..errors import MaskclsError
+from ..imageio import read_rgb
 from ..labels import NUM_CLASSES
 from .probs import N_GENDER_AGE, N_MASK, check_probs, joint_probs, log_probs, mask_and_gender_age
 

@@ -1,0 +1,67 @@
+"""`maskcls crop`: a face-cropped copy of a data set, in the same layout.
+
+Every photo listed in train/train.csv or eval/info.csv is detected (through the detection cache)
+and cut to the square face crop that training with `preprocess.crop=mtcnn` uses; the CSVs are
+copied unchanged, and crops.csv beside each split's images records box, score and which detector
+found it, so a doubtful crop can be looked up.
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+
+from ..errors import MaskclsError
+from ..faces import DetectorSettings, crop_face, face_boxes
+from ..fileio import atomic_write
+from ..imageio import read_rgb
+from .layout import eval_folder, load_eval, load_train, train_folder
+
+CROPS_HEADER = ["path", "x0", "y0", "x1", "y1", "score", "detector"]
+COPIED_CSVS = ("train.csv", "info.csv", "truth.csv", "meta.csv")
+
+
+def write_cropped_copy(data, out, margin: float = 0.2, size: int | None = None, settings: DetectorSettings | None = None,
+                       progress: bool = True) -> dict:
+    """Crop every listed photo of `data` (train/ and eval/, whichever exist) into `out`; returns
+    {split: number of photos}. `size` rescales each crop to size x size; None keeps its pixels."""
+    data, out = Path(data), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise MaskclsError(f"{out}: already exists and is not empty; crop into a new folder")
+    splits = {}
+    if (train_folder(data) / "train.csv").exists():
+        train = load_train(data)
+        splits["train"] = (train_folder(data), [Path(f) for f in train.images["file"]])
+    if (eval_folder(data) / "info.csv").exists():
+        splits["eval"] = (eval_folder(data), [Path(f) for f in load_eval(data).files])
+    if not splits:
+        raise MaskclsError(f"{data}: holds neither train/train.csv nor eval/info.csv; point maskcls crop at a data set")
+    return {split: _crop_split(folder, files, out / split, margin, size, settings, progress) for split, (folder, files) in splits.items()}
+
+
+def _crop_split(folder: Path, files: list[Path], target: Path, margin, size, settings, progress) -> int:
+    faces = face_boxes(files, settings, progress)
+    images_dir = folder / "images"
+    rows = []
+    for file, face in zip(files, faces, strict=True):
+        relative = file.relative_to(images_dir)
+        crop = crop_face(read_rgb(file), face.box, margin)
+        if size:
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+        destination = target / "images" / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        _, encoded = cv2.imencode(file.suffix.lower() if file.suffix.lower() in (".png", ".jpg", ".jpeg") else ".png",
+                                   cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        with atomic_write(destination, "wb", what="crop") as handle:
+            handle.write(encoded.tobytes())
+        rows.append([relative.as_posix(), *(round(v, 1) for v in face.box), round(face.score, 4), face.source])
+    for name in COPIED_CSVS:
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, target / name)
+    with atomic_write(target / "crops.csv", what="crop table") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CROPS_HEADER)
+        writer.writerows(rows)
+    return len(rows)

@@ -1,0 +1,86 @@
+"""Detections stored by file content and detector settings, so each photo is detected once.
+
+The key is the SHA-256 of the file's bytes with the detector settings (and the versions of the
+libraries that detect): a changed photo or changed settings are detected anew, a renamed or
+copied one is not. The store is one SQLite file, safe for several processes at once
+(DataLoader workers, DDP ranks, tune workers); `MASKCLS_CACHE` moves it from ~/.cache/maskcls.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from importlib.metadata import version
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from ..errors import MaskclsError
+from ..imageio import read_rgb
+from .detect import DetectorSettings, Face, FaceDetector
+
+CACHE_ENV = "MASKCLS_CACHE"
+SCHEMA = ("CREATE TABLE IF NOT EXISTS faces (settings TEXT, content TEXT, x0 REAL, y0 REAL, x1 REAL, y1 REAL, score REAL, source TEXT, "
+          "PRIMARY KEY (settings, content))")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "maskcls")
+
+
+def settings_key(settings: DetectorSettings) -> str:
+    libraries = {"facenet-pytorch": version("facenet-pytorch"), "opencv": cv2.__version__}
+    blob = json.dumps({"settings": settings.to_dict(), "libraries": libraries}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def content_key(file) -> str:
+    with open(file, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class DetectionCache:
+    """The main face of photos, looked up by content; `detected` counts detector calls made."""
+
+    def __init__(self, settings: DetectorSettings | None = None, root: Path | None = None):
+        self.settings = settings or DetectorSettings()
+        self.key = settings_key(self.settings)
+        self.path = Path(root or cache_dir()) / "faces.sqlite"
+        self.detector = FaceDetector(self.settings)
+        self.detected = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=60)
+            connection.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise MaskclsError(f"{self.path}: the face detection cache cannot be opened ({exc}); "
+                               f"point {CACHE_ENV} at a writable folder") from None
+        return connection
+
+    def main_faces(self, files, progress: bool = False) -> list[Face]:
+        """The main face of every file, detecting only those not stored yet."""
+        keys = [content_key(f) for f in files]
+        with self._connect() as db:
+            stored = {}
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = db.execute(f"SELECT content, x0, y0, x1, y1, score, source FROM faces WHERE settings = ? AND content IN "
+                                  f"({','.join('?' * len(chunk))})", [self.key, *chunk])
+                stored.update({row[0]: Face(tuple(row[1:5]), row[5], row[6]) for row in rows})
+        missing = [(f, k) for f, k in zip(files, keys, strict=True) if k not in stored]
+        if missing:
+            with self._connect() as db:
+                for file, key in tqdm(missing, desc="detect faces", unit="photo", disable=not progress, leave=False):
+                    face = stored[key] = self.detector.main_face(read_rgb(file))
+                    self.detected += 1
+                    db.execute("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (self.key, key, *face.box, face.score, face.source))
+                    db.commit()  # one commit a photo: an interrupted pass keeps what it found
+        return [stored[k] for k in keys]
+
+
+def face_boxes(files, settings: DetectorSettings | None = None, progress: bool = False) -> list[Face]:
+    return DetectionCache(settings).main_faces(list(files), progress)

@@ -1,0 +1,117 @@
+"""Face detection with a fallback chain: MTCNN, then a Haar cascade, then a centre crop.
+
+MTCNN (facenet-pytorch, weights shipped in its wheel) finds almost every bare face, but a worn
+mask hides the nose and mouth its networks look for, so its default thresholds miss many masked
+faces. The thresholds here are lower, chosen on wide stand-in scenes per mask state (bench/faces.py
+prints the sweep); lower ones add false boxes on clutter faster than they add masked faces.
+The smallest face searched for is a fraction of the photo's short side, which keeps the image
+pyramid short on large frames without losing faces that fill a door camera's view.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import MaskclsError
+
+DETECTORS = ("mtcnn",)
+# Last resort when no detector finds a face: a square of this fraction of the short side,
+# centred horizontally, its centre at this fraction of the height (heads sit high in a frame).
+CENTRE_SIDE = 0.6
+CENTRE_HEIGHT = 0.4
+MIN_FACE_PIXELS = 20  # MTCNN's own default floor
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Everything that changes which boxes come out; part of the detection cache key."""
+
+    detector: str = "mtcnn"
+    thresholds: tuple[float, float, float] = (0.4, 0.5, 0.5)  # P-, R- and O-net score floors
+    min_face: float = 0.08  # smallest face searched for, as a fraction of the short side
+    pyramid_factor: float = 0.709  # MTCNN's scale step between pyramid levels
+
+    def __post_init__(self):
+        if self.detector not in DETECTORS:
+            raise MaskclsError(f"face detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
+        if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
+            raise MaskclsError(f"detector thresholds {list(self.thresholds)}: give three scores between 0 and 1")
+        if not 0 < self.min_face < 1 or not 0.3 <= self.pyramid_factor < 1:
+            raise MaskclsError(f"min_face={self.min_face}, pyramid_factor={self.pyramid_factor}: both must lie in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DetectorSettings:
+        d = d or {}
+        return cls(**{**d, "thresholds": tuple(d.get("thresholds", cls.thresholds))})
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the full photo
+    score: float  # the detector's confidence; 0 for the centre fallback
+    source: str  # "mtcnn", "haar" or "centre": which step of the chain found it
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+
+class FaceDetector:
+    """`detect(rgb)` lists every face MTCNN finds (largest first); `main_face(rgb)` always
+    returns one: MTCNN's largest, else Haar's largest, else the centre crop of the top part."""
+
+    def __init__(self, settings: DetectorSettings | None = None):
+        self.settings = settings or DetectorSettings()
+        self._mtcnn = {}  # one network per min_face_size in pixels, built on first use
+        self._haar = None
+        # MTCNN modules are not safe to share across threads mid-forward; the service runs requests in threads.
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        height, width = rgb.shape[:2]
+        min_face = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
+        with self._lock:
+            boxes, scores = self._network(min_face).detect(rgb)
+        if boxes is None:
+            return []
+        faces = [Face(_clipped(box, width, height), float(score), "mtcnn") for box, score in zip(boxes, scores, strict=True)]
+        return sorted((f for f in faces if f.area > 0), key=lambda f: -f.area)
+
+    def main_face(self, rgb: np.ndarray) -> Face:
+        found = self.detect(rgb) or self.detect_haar(rgb)
+        return found[0] if found else centre_face(*rgb.shape[:2])
+
+    def detect_haar(self, rgb: np.ndarray) -> list[Face]:
+        if self._haar is None:
+            self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        height, width = rgb.shape[:2]
+        side = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        found = self._haar.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(side, side))
+        faces = [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, "haar") for x, y, w, h in found]
+        return sorted(faces, key=lambda f: -f.area)
+
+    def _network(self, min_face: int):
+        if min_face not in self._mtcnn:
+            from facenet_pytorch import MTCNN  # torch-only; imported late, so importing maskcls stays light
+
+            self._mtcnn[min_face] = MTCNN(min_face_size=min_face, thresholds=list(self.settings.thresholds),
+                                          factor=self.settings.pyramid_factor, keep_all=True, device="cpu")
+        return self._mtcnn[min_face]
+
+
+def centre_face(height: int, width: int) -> Face:
+    side = CENTRE_SIDE * min(height, width)
+    cx, cy = width / 2, CENTRE_HEIGHT * height
+    return Face((cx - side / 2, max(0.0, cy - side / 2), cx + side / 2, max(0.0, cy - side / 2) + side), 0.0, "centre")
+
+
+def _clipped(box, width: int, height: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)

@@ -1,0 +1,143 @@
+"""The face crop: wide demo scenes, detection, the detection cache, the crop command, one crop
+shared by training, prediction and serving, and the ONNX export checked against PyTorch."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli, tiny_config
+
+from maskcls.data.dataset import PhotoDataset
+from maskcls.data.demo import FACE_WIDTH_SHARES, write_demo_dataset
+from maskcls.data.transforms import Preprocess
+from maskcls.faces import DetectionCache, DetectorSettings, FaceDetector, crop_face, square_box
+from maskcls.imageio import read_rgb
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def wide_root(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("wide") / "data", persons=6, eval_persons=6, image_size=256, seed=5)
+
+
+def faces_table(split_dir):
+    with open(split_dir / "faces.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def iou(a, b) -> float:
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_wide_scenes_place_the_face_anywhere_at_many_scales(wide_root):
+    rows = faces_table(wide_root / "train")
+    assert len(rows) == 6 * 7
+    first = read_rgb(wide_root / "train" / "images" / rows[0]["path"])
+    assert first.shape == (341, 256, 3)  # 4:3 portrait, the competition's proportions
+    boxes = np.array([[float(r[k]) for k in ("x0", "y0", "x1", "y1")] for r in rows])
+    shares = (boxes[:, 2] - boxes[:, 0]) / 256
+    assert FACE_WIDTH_SHARES[0] - 0.01 <= shares.min() and shares.max() <= FACE_WIDTH_SHARES[1] + 0.01
+    assert shares.max() - shares.min() > 0.1  # not one fixed scale
+    centres = (boxes[:, 0] + boxes[:, 2]) / 2
+    assert centres.std() > 15  # nor one fixed place
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 256).all()
+
+
+def test_mtcnn_finds_unmasked_faces_in_wide_scenes(wide_root):
+    detector = FaceDetector()
+    rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "2"]
+    hits = 0
+    for row in rows:
+        face = detector.main_face(read_rgb(wide_root / "train" / "images" / row["path"]))
+        hits += face.source == "mtcnn" and iou(face.box, [float(row[k]) for k in ("x0", "y0", "x1", "y1")]) >= 0.5
+    assert hits >= len(rows) - 1
+
+
+def test_fallback_chain_says_which_step_found_the_face():
+    detector = FaceDetector()
+    wall = np.full((200, 150, 3), 128, np.uint8)
+    face = detector.main_face(wall)
+    assert face.source == "centre" and face.score == 0
+    assert detector.detect(wall) == [] and detector.detect_haar(wall) == []
+    x0, y0, x1, y1 = face.box
+    assert x1 - x0 == pytest.approx(y1 - y0) and 0 <= x0 and x1 <= 150
+
+
+def test_square_box_and_crop_pad_outside_the_photo():
+    assert square_box((10, 20, 30, 60), 0.25) == (-10, 10, 50, 70)  # side 40 * 1.5, centred on (20, 40)
+    image = np.full((50, 50, 3), 200, np.uint8)
+    crop = crop_face(image, (30, 30, 50, 50), 0.5)
+    assert crop.shape == (40, 40, 3)
+    assert crop[-1, -1].tolist() == [0, 0, 0] and crop[0, 0].tolist() == [200, 200, 200]
+
+
+def test_detection_cache_detects_changed_files_and_settings_only(wide_root, tmp_path):
+    files = [str(wide_root / "train" / "images" / r["path"]) for r in faces_table(wide_root / "train")[:3]]
+    cache = DetectionCache(root=tmp_path / "c")
+    first = cache.main_faces(files)
+    assert cache.detected == 3
+    again = DetectionCache(root=tmp_path / "c")
+    assert again.main_faces(files) == first and again.detected == 0
+    changed = tmp_path / "changed.png"
+    changed.write_bytes(open(files[1], "rb").read())  # a renamed copy is the same photo
+    renamed = DetectionCache(root=tmp_path / "c")
+    renamed.main_faces([str(changed)])
+    assert renamed.detected == 0
+    import cv2
+
+    cv2.imwrite(str(changed), cv2.flip(cv2.imread(files[1]), 1))  # new content under the same name
+    renamed.main_faces([str(changed)])
+    assert renamed.detected == 1
+    other = DetectionCache(DetectorSettings(thresholds=(0.6, 0.7, 0.7)), root=tmp_path / "c")
+    other.main_faces(files)
+    assert other.detected == 3
+
+
+def test_training_prediction_and_serving_see_the_same_crop(wide_root):
+    from maskcls.serve.model import Graph
+
+    pre = Preprocess(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "mtcnn", 0.3)
+    files = [str(wide_root / "eval" / "images" / r["path"]) for r in faces_table(wide_root / "eval")[:4]]
+    trained = PhotoDataset(files, np.zeros(len(files), int), pre, augment="none")  # a training dataset, augmentation off
+    predicted = PhotoDataset(files, None, pre)
+    detector = FaceDetector(pre.detector)
+    for index, file in enumerate(files):
+        x_train, x_predict = trained[index][0], predicted[index][0]
+        assert torch.equal(x_train, x_predict)
+        rgb = read_rgb(file)
+        served = Graph(pre, None).inputs(rgb, [detector.main_face(rgb)])[0]
+        assert np.array_equal(served, x_predict.numpy())
+
+
+def test_crop_command_writes_the_layout_and_a_box_table(wide_root, tmp_path):
+    out = tmp_path / "cropped"
+    result = cli("crop", wide_root, "--out", out, "--margin", "0.2", "--size", "64")
+    assert result.returncode == 0, result.stderr
+    assert (out / "train" / "train.csv").read_bytes() == (wide_root / "train" / "train.csv").read_bytes()
+    rows = list(csv.DictReader(open(out / "eval" / "crops.csv")))
+    assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "haar", "centre"}
+    assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (64, 64, 3)
+    again = cli("crop", wide_root, "--out", out)
+    assert again.returncode == 2 and "not empty" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_path):
+    from maskcls.config import load_config
+    from maskcls.errors import MaskclsError
+
+    with pytest.raises(MaskclsError, match="crop_thresholds"):
+        load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_thresholds=[0.5, 1.5, 0.5]"])
+    old = Preprocess.from_dict({"height": 64, "width": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
+    assert old.crop == "none" and old.face_crop(np.zeros((9, 9, 3), np.uint8), None).shape == (9, 9, 3)
+    cfg = tiny_config(wide_root, tmp_path, "preprocess.crop=mtcnn", "preprocess.crop_margin=0.3")
+    from maskcls.models import build_model
+
+    _, pre = build_model(cfg.model, cfg.preprocess)
+    assert Preprocess.from_dict(pre.to_dict()) == pre and pre.crop_margin == 0.3 and pre.detector == DetectorSettings()
