@@ -33,10 +33,33 @@ def cmd_check(args):
         print(line)
 
 
+def cmd_crop(args):
+    from .data.cropped import write_cropped_copy
+
+    counts = write_cropped_copy(args.data, args.out, args.margin, args.size, progress=not args.quiet)
+    print(", ".join(f"{split}: {n} photos" for split, n in counts.items()), f"cropped into {args.out} (boxes in each split's crops.csv)")
+
+
+def cmd_export(args):
+    from .serve.export import export_model
+
+    spec = export_model(args.source, args.out, args.data, args.int8, args.force, progress=not args.quiet)
+    for check in spec["parity"]:
+        int8 = f"; int8: max |diff| {check['max_abs_diff_int8']:.3g}, argmax agreement {check['argmax_agreement_int8']:.3f}" if args.int8 else ""
+        print(f"{check['graph']}: ONNX Runtime matches PyTorch on {check['photos']} photos (max |diff| {check['max_abs_diff_fp32']:.2e}){int8}")
+    print(f"model {spec['model_id']} written to {args.out} (model.json + {sum(len(m['graphs']) for m in spec['members'])} graph(s))")
+
+
+def cmd_serve(args):
+    from .serve.app import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+
+
 def cmd_demo_data(args):
     from .data.demo import write_demo_dataset
 
-    out = write_demo_dataset(args.out, args.persons, args.eval_persons, args.image_size, args.seed)
+    out = write_demo_dataset(args.out, args.persons, args.eval_persons, args.image_size, args.seed, args.scene)
     print(f"wrote synthetic demo data to {out}/train and {out}/eval (truth in eval/truth.csv)")
 
 
@@ -174,8 +197,16 @@ def add_data_commands(sub) -> None:
     command.add_argument("--out", required=True)
     command.add_argument("--persons", type=int, default=150)
     command.add_argument("--eval-persons", type=int, default=60)
-    command.add_argument("--image-size", type=int, default=96)
+    command.add_argument("--scene", choices=["wide", "tight"], default="wide",
+                         help="wide: 384x512 upper-body scenes, the face somewhere in them (default); tight: the face fills the photo")
+    command.add_argument("--image-size", type=int, help="a tight photo's side (default 96) or a wide one's width (default 384)")
     command.add_argument("--seed", type=int, default=0)
+
+    command = add_command(sub, "crop", cmd_crop, "a face-cropped copy of a data set in the same layout, with crops.csv (box, score, detector)")
+    command.add_argument("data")
+    command.add_argument("--out", required=True)
+    command.add_argument("--margin", type=float, default=0.2, help="grow the face box by this share of its side, each way")
+    command.add_argument("--size", type=int, help="rescale each crop to SIZE x SIZE (default: keep its pixels)")
 
     command = add_command(sub, "eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")
     command.add_argument("data")
@@ -237,6 +268,20 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--images", help="folder of the eval images, for thumbnails")
     command.add_argument("--meta", help="CSV ImageID,id giving each image's person")
     command.add_argument("--force", action="store_true", help="replace an existing report in --out")
+
+    command = add_command(sub, "export", cmd_export, "ONNX graphs and a model.json from a fit, ensemble or run folder, checked against PyTorch")
+    command.add_argument("source", help="a fit or ensemble folder (with recipe.yaml), a run folder or a CV folder")
+    command.add_argument("--out", required=True, help="model folder to write")
+    command.add_argument("--format", choices=["onnx"], default="onnx")
+    command.add_argument("--int8", action="store_true", help="also write int8 graphs, calibrated on train photos from --data")
+    command.add_argument("--data", help="data set whose photos check the graphs (and calibrate int8)")
+    command.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+    command = add_command(sub, "serve", cmd_serve, "a web service and page over an exported model (or a fit folder)")
+    command.add_argument("model", help="a folder that `maskcls export` wrote, or a fit / run folder")
+    command.add_argument("--host", default="127.0.0.1", help="address to bind; the default answers this machine only")
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--max-upload-mb", type=float, default=10)
 
     command = add_command(sub, "demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, "
                                                  "predict, evaluate")

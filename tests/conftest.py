@@ -21,6 +21,30 @@ def demo_root(tmp_path_factory):
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", persons=30, eval_persons=12, image_size=48, seed=3, scene="tight")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def face_cache(tmp_path_factory):
+    """One detection cache for the whole suite, never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("face-cache")
+    os.environ["MASKCLS_CACHE"] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def wide_root(tmp_path_factory):
+    """Read-only wide demo scenes (the face somewhere in a 160x213 frame), with faces.csv."""
+    return write_demo_dataset(tmp_path_factory.mktemp("wide") / "data", persons=12, eval_persons=6, image_size=160, seed=5)
+
+
+@pytest.fixture(scope="session")
+def cropped_run(wide_root, tmp_path_factory):
+    """A tiny run trained on MTCNN face crops of the wide scenes."""
+    from maskcls.train import train
+
+    cfg = tiny_config(wide_root, tmp_path_factory.mktemp("cropped-runs"), "name=crop", "train.epochs=1", "data.val_fraction=0.34",
+                      "preprocess.crop=mtcnn", "preprocess.crop_margin=0.3")
+    return train(cfg, progress=False)["run_dir"]
+
+
 @pytest.fixture
 def demo_copy(demo_root, tmp_path):
     target = tmp_path / "data"

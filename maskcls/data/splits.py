@@ -19,6 +19,9 @@ def person_folds(persons: pd.DataFrame, n_folds: int, seed: int = 0) -> np.ndarr
     if n_folds > len(persons):
         raise MaskclsError(f"folds={n_folds}: only {len(persons)} persons; use fewer folds")
     strata = persons["gender_code"].to_numpy() * 3 + persons["age_group"].to_numpy()
+    if np.bincount(strata).max() < n_folds:
+        raise MaskclsError(f"folds={n_folds}: no gender x age group has {n_folds} persons ({len(persons)} in all); "
+                           "use fewer folds (or a larger data.val_fraction), or more persons")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of = np.full(len(persons), -1, dtype=np.int64)
     for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(persons)), strata, groups=persons["id"].to_numpy())):

@@ -1,0 +1,179 @@
+"""`maskcls export`: a fit, ensemble or run folder as ONNX graphs plus a model.json.
+
+Each checkpoint becomes one graph from a normalised (N,3,H,W) face crop to (N,18) class
+probabilities, with the recipe's TTA inside it. model.json holds everything else a serving
+process needs: each graph's preprocessing and face-crop settings, the vote and the label names.
+Every graph is checked against PyTorch on real photos before the folder is written; int8 graphs
+are quantised statically on train photos and their agreement with fp32 is reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ..checkpoint import checkpoints_of, load_model
+from ..data.dataset import PhotoDataset
+from ..data.layout import load_eval, load_train
+from ..errors import MaskclsError
+from ..fileio import atomic_write_text
+from ..infer import load_recipe, recipe_of_runs
+from ..infer.runtime import tta_views
+from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
+from ..models import FaceAttributeFeatures
+from ..models.heads import class_probs
+
+MODEL_FORMAT = "maskcls-model"
+MODEL_FORMAT_VERSION = 1
+OPSET = 17
+# ONNX Runtime and PyTorch order float sums differently; probabilities agree far closer than this.
+FP32_TOLERANCE = 1e-4
+PARITY_PHOTOS = 8
+CALIBRATION_PHOTOS = 64
+
+
+class ProbsGraph(nn.Module):
+    """What is exported: the class probabilities averaged over the recipe's TTA views."""
+
+    def __init__(self, model, tta: str):
+        super().__init__()
+        self.model, self.tta = model, tta
+
+    def forward(self, image):
+        return torch.stack([class_probs(self.model(view), self.model.layout) for view in tta_views(image, self.tta)]).mean(0)
+
+
+def source_recipe(source):
+    source = Path(source)
+    if (source / "recipe.yaml").is_file():
+        return load_recipe(source / "recipe.yaml")
+    return recipe_of_runs([source], name=source.name)
+
+
+def export_model(source, out, data=None, int8: bool = False, force: bool = False, progress: bool = True) -> dict:
+    """Export every checkpoint of `source` into `out`; `data` (a data set with train/ or eval/)
+    gives the photos for the parity check and the int8 calibration. Returns model.json's dict."""
+    recipe = source_recipe(source)
+    checkpoints = [checkpoints_of(run) for run in recipe.trained_runs()]
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise MaskclsError(f"{out}: exists and is not empty; pass --force to replace it, or choose another --out")
+    if int8 and data is None:
+        raise MaskclsError("--int8 calibrates on train photos: pass --data DATA")
+    staging = out.with_name(out.name + ".partial")  # the model folder appears whole or not at all
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    members, parity = [], []
+    for member, paths in zip(recipe.members, checkpoints, strict=True):
+        graphs = []
+        for index, path in enumerate(paths):
+            graph, report = export_checkpoint(path, staging, f"{member.name}-{index}", recipe.tta, data, int8)
+            graphs.append(graph)
+            parity.append({"graph": graph["file"], **report})
+        members.append({"name": member.name, "graphs": graphs})
+    spec = model_spec(recipe, members, parity, int8, staging)
+    atomic_write_text(staging / "model.json", json.dumps(spec, indent=2) + "\n", what="model description")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return spec
+
+
+def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8: bool) -> tuple[dict, dict]:
+    model, pre, _ = load_model(path, torch.device("cpu"))
+    if any(isinstance(m, FaceAttributeFeatures) for m in model.modules()):
+        raise MaskclsError(f"{path}: model.face_features=true runs the face networks in ONNX Runtime outside the model, "
+                           "so it has no single graph yet; export the members without it")
+    graph_model = ProbsGraph(model, tta).eval()
+    sample = sample_inputs(pre, data, PARITY_PHOTOS)
+    fp32 = folder / f"{stem}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter warns that a newer one exists; it handles these models
+        torch.onnx.export(graph_model, (sample,), fp32, input_names=["image"], output_names=["probs"],
+                          dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+    with torch.no_grad():
+        expected = graph_model(sample).numpy()
+    difference = float(np.abs(run_graph(fp32, sample.numpy()) - expected).max())
+    if not difference <= FP32_TOLERANCE:
+        raise MaskclsError(f"{path}: ONNX Runtime differs from PyTorch by {difference:.2e} (tolerance {FP32_TOLERANCE:.0e}); "
+                           "the export is wrong, nothing was written")
+    report = {"max_abs_diff_fp32": difference, "photos": len(sample)}
+    graph = {"file": fp32.name, "preprocess": pre.to_dict(), "checkpoint": str(path)}
+    if int8:
+        quantized = folder / f"{stem}.int8.onnx"
+        quantize(fp32, quantized, sample_inputs(pre, data, CALIBRATION_PHOTOS, split="train"))
+        int8_probs = run_graph(quantized, sample.numpy())
+        report |= {"max_abs_diff_int8": float(np.abs(int8_probs - expected).max()),
+                   "argmax_agreement_int8": float((int8_probs.argmax(1) == expected.argmax(1)).mean())}
+        graph["int8_file"] = quantized.name
+    return graph, report
+
+
+def sample_inputs(pre, data, count: int, split: str = "eval") -> torch.Tensor:
+    """`count` preprocessed photos from `data` (eval first for parity, train for calibration), or
+    seeded noise when no data is given."""
+    files = []
+    if data is not None:
+        files = photo_files(data, split)
+    if not files:
+        return torch.randn(min(count, 4), 3, pre.height, pre.width, generator=torch.Generator().manual_seed(0))
+    picked = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:count]]
+    dataset = PhotoDataset(picked, None, pre)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def photo_files(data, split: str) -> list[str]:
+    data = Path(data)
+    splits = [split, "train" if split == "eval" else "eval"]
+    for name in splits:
+        try:
+            return list(load_train(data).images["file"]) if name == "train" else list(load_eval(data).files)
+        except MaskclsError:
+            continue
+    raise MaskclsError(f"{data}: holds neither train/train.csv nor eval/info.csv; --data takes a data set for calibration")
+
+
+def run_graph(path: Path, inputs: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the optimiser lists every initializer it drops as a warning
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return session.run(["probs"], {"image": inputs})[0]
+
+
+def quantize(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Photos(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image": x[None].numpy()} for x in calibration])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    ort.set_default_logger_severity(3)
+    prepared = int8.with_name(int8.stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(int8), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    prepared.unlink()
+
+
+def model_spec(recipe, members: list[dict], parity: list[dict], int8: bool, folder: Path) -> dict:
+    digest = hashlib.sha256()
+    for file in sorted(folder.glob("*.onnx")):
+        digest.update(file.read_bytes())
+    return {
+        "format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": digest.hexdigest()[:16],
+        "recipe": {"name": recipe.name, "description": recipe.description, "tta": recipe.tta},
+        "members": members, "vote": recipe.vote.to_dict(), "int8": int8, "parity": parity,
+        "labels": {"classes": [class_name(c) for c in range(NUM_CLASSES)], "mask": list(MASK_NAMES),
+                   "gender": list(GENDER_NAMES), "age": list(AGE_NAMES)},
+    }

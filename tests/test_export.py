@@ -1,0 +1,64 @@
+"""ONNX export: graphs checked against PyTorch, int8 calibrated on train photos, a model.json a
+server needs nothing beside, and the exported model answering as the checkpoints do."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import cli
+
+from maskcls.errors import MaskclsError
+from maskcls.imageio import read_rgb
+from maskcls.serve.export import export_model
+from maskcls.serve.model import ServedModel
+
+
+@pytest.fixture(scope="module")
+def exported(cropped_run, wide_root, tmp_path_factory):
+    data, run = wide_root, cropped_run
+    out = tmp_path_factory.mktemp("model") / "model"
+    result = cli("export", run, "--out", out, "--data", data, "--int8")
+    assert result.returncode == 0, result.stderr
+    assert "ONNX Runtime matches PyTorch" in result.stdout and "argmax agreement" in result.stdout
+    return out
+
+
+def test_model_json_holds_what_a_server_needs(exported):
+    spec = json.loads((exported / "model.json").read_text())
+    assert spec["format"] == "maskcls-model" and len(spec["labels"]["classes"]) == 18
+    graph = spec["members"][0]["graphs"][0]
+    assert (exported / graph["file"]).is_file() and (exported / graph["int8_file"]).is_file()
+    assert graph["preprocess"]["crop"] == "mtcnn" and graph["preprocess"]["crop_margin"] == 0.3
+    assert spec["parity"][0]["max_abs_diff_fp32"] <= 1e-4
+    assert not list(exported.parent.glob("*.partial"))
+
+
+def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_root):
+    data, run = wide_root, cropped_run
+    assert ServedModel.load(exported).info["int8"]  # an int8 export serves its int8 graphs unless told otherwise
+    onnx, torch_model = ServedModel.from_export(exported, int8=False), ServedModel.load(run)
+    assert onnx.info["backend"] == "onnx" and torch_model.info["backend"] == "torch"
+    photos = sorted((data / "eval" / "images").iterdir())[:3]
+    for photo in photos:
+        a, b = onnx.predict(read_rgb(photo)), torch_model.predict(read_rgb(photo))
+        assert [f["box"] for f in a["faces"]] == [f["box"] for f in b["faces"]]
+        for fa, fb in zip(a["faces"], b["faces"], strict=True):
+            assert fa["class_id"] == fb["class_id"]
+            assert np.allclose(list(fa["mask"]["probs"].values()), list(fb["mask"]["probs"].values()), atol=1e-3)
+    int8 = ServedModel.from_export(exported, int8=True)
+    assert int8.info["int8"] and int8.predict(read_rgb(photos[0]))["faces"]
+
+
+def test_export_refuses_to_overwrite_and_bad_folders(exported, cropped_run, tmp_path):
+    run = cropped_run
+    again = cli("export", run, "--out", exported)
+    assert again.returncode == 2 and "--force" in again.stderr
+    with pytest.raises(MaskclsError, match="--data"):
+        export_model(run, tmp_path / "m", int8=True)
+    with pytest.raises(MaskclsError, match="not found|no best.pt"):
+        ServedModel.load(tmp_path / "nothing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text("{}")
+    with pytest.raises(MaskclsError, match="not a maskcls model"):
+        ServedModel.load(tmp_path / "bad")
