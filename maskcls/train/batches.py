@@ -24,6 +24,9 @@ from ..models.heads import class_probs
 from .distributed import gather_rows
 
 FEATURE_BATCH_SIZE = 128
+# Changed whenever the same settings start to give other features (the face networks moved from
+# ONNX Runtime to their torch copies), so an old cache is never mixed into a new run.
+FEATURES_VERSION = 2
 VALIDATION_BATCH_SIZE = 64
 
 
@@ -108,7 +111,7 @@ class FeatureBatches:
 
 def feature_cache_path(cfg, pre, files) -> Path:
     """Features depend on the backbone, its weights, the preprocessing and the photos only."""
-    key = repr((cfg.model.backbone, cfg.model.weights, cfg.model.face_features, pre.to_dict(), list(files)))
+    key = repr((FEATURES_VERSION, cfg.model.backbone, cfg.model.weights, cfg.model.face_features, pre.to_dict(), list(files)))
     return Path(cfg.out) / ".feature_cache" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
 
 
