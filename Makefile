@@ -16,8 +16,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(PY) -m maskcls demo
 
+# The browser test drives Debian's Chromium; the script installs it where it is missing (apt, as root)
+# and otherwise says loudly why the test will be skipped.
 test: setup
-	$(PY) -m pytest -q tests
+	sh tools/browser-deps.sh
+	$(PY) -m pytest -q -rs tests
 
 lint: setup
 	$(PY) -m ruff check maskcls tests bench

@@ -75,6 +75,8 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
+        if min(height, width) < MIN_FACE_PIXELS:
+            return []  # no face the networks can see fits, and the image pyramid would be empty
         min_face = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
         with self._lock:
             boxes, scores = self._network(min_face).detect(rgb)
@@ -92,6 +94,8 @@ class FaceDetector:
             self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         height, width = rgb.shape[:2]
         side = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
+        if min(height, width) < side:
+            return []
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         found = self._haar.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(side, side))
         faces = [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, "haar") for x, y, w, h in found]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -157,9 +158,15 @@ def quantize(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
     ort.set_default_logger_severity(3)
     prepared = int8.with_name(int8.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(int8), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    prepared.unlink()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser warns once per bias that is computed, not stored; the parity report says what matters
+    try:
+        quantize_static(str(prepared), str(int8), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+        prepared.unlink(missing_ok=True)
 
 
 def model_spec(recipe, members: list[dict], parity: list[dict], int8: bool, folder: Path) -> dict:

@@ -18,7 +18,7 @@ import torch
 
 from ..data.transforms import Preprocess, eval_transform, to_tensor
 from ..errors import MaskclsError
-from ..faces import FaceDetector
+from ..faces import Face, FaceDetector
 from ..infer import Vote, combine
 from ..infer.probs import mask_and_gender_age
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name, decode
@@ -33,7 +33,7 @@ class Graph:
         self.transform = eval_transform(pre)
 
     def inputs(self, rgb: np.ndarray, faces) -> np.ndarray:
-        crops = [self.transform(image=self.pre.face_crop(rgb, face))["image"] for face in faces]
+        crops = [self.transform(image=self.pre.face_crop(rgb, face if self.pre.crop != "none" else None))["image"] for face in faces]
         return torch.stack([to_tensor(crop, self.pre) for crop in crops]).numpy()
 
 
@@ -71,6 +71,10 @@ class ServedModel:
             raise MaskclsError("the members were trained with different face detector settings; serve them separately")
         # ONNX Runtime sessions and torch modules in eval mode serve threads at once; the detector locks itself.
         self.detector = FaceDetector(detectors.pop())
+        crops = {graph.pre.crop != "none" for graphs in members for graph in graphs}
+        if len(crops) != 1:
+            raise MaskclsError("some members were trained on face crops and some on whole photos; serve them separately")
+        self.crops = crops.pop()
 
     @classmethod
     def load(cls, folder) -> ServedModel:
@@ -113,7 +117,10 @@ class ServedModel:
     def predict(self, rgb: np.ndarray) -> dict:
         """Every face in an RGB photo (largest first) with its verdict, and where the time went."""
         started = time.perf_counter()
-        faces = self.detector.detect(rgb) or self.detector.detect_haar(rgb)
+        if self.crops:
+            faces = self.detector.detect(rgb) or self.detector.detect_haar(rgb)
+        else:  # trained on whole photos: the whole photo is the one answer
+            faces = [Face((0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])), 1.0, "none")]
         detected = time.perf_counter()
         verdicts = self.classify(rgb, faces) if faces else []
         return {"faces": verdicts, "latency_ms": {"detect": 1000 * (detected - started), "classify": 1000 * (time.perf_counter() - detected)}}
