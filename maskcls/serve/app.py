@@ -4,7 +4,7 @@ that uploads a photo or a webcam snapshot and draws the answer.
     POST /predict    multipart/form-data, the photo in the field `file` (JPEG, PNG, WebP or BMP)
     GET  /health     {"status": "ok"}
     GET  /version    the model's info (id, recipe, backend, members, preprocessing, labels)
-    GET  /docs       FastAPI's OpenAPI page (its scripts come from a CDN: offline, /openapi.json still works)
+    GET  /docs       the OpenAPI page (Swagger UI, served from the swagger-ui-bundle package: works offline)
     GET  /           the page (static/, no external fetches)
 
 An upload lives in memory only: its bytes are counted while they arrive and refused past the cap,
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
@@ -191,7 +193,8 @@ def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS) -
 
         model = ServedModel.load(model)
     cap = int(max_upload_mb * MEGABYTE)
-    app = FastAPI(title="maskcls", version=str(model.info.get("model_id", "")),
+    # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from swagger-ui-bundle.
+    app = FastAPI(title="maskcls", version=str(model.info.get("model_id", "")), docs_url=None, redoc_url=None,
                   description="Face-mask, gender and age classes for every face in a photo.")
     app.state.model = model
     app.add_middleware(PageHeaders)
@@ -219,7 +222,13 @@ def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS) -
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="maskcls API", swagger_js_url="/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon-32x32.png")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
     return app
 
 
