@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..errors import MaskclsError
 from ..imageio import read_rgb
-from .detect import DetectorSettings, Face, FaceDetector
+from .detect import CHAIN, DetectorSettings, Face, FaceDetector
 
 CACHE_ENV = "MASKCLS_CACHE"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS faces (settings TEXT, content TEXT, x0 REAL, y0 REAL, x1 REAL, y1 REAL, score REAL, source TEXT, "
@@ -32,7 +32,7 @@ def cache_dir() -> Path:
 
 def settings_key(settings: DetectorSettings) -> str:
     libraries = {"facenet-pytorch": version("facenet-pytorch"), "opencv": cv2.__version__}
-    blob = json.dumps({"settings": settings.to_dict(), "libraries": libraries}, sort_keys=True)
+    blob = json.dumps({"settings": settings.to_dict(), "chain": CHAIN, "libraries": libraries}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,11 +1,12 @@
 """Face detection with a fallback chain: MTCNN, then a Haar cascade, then a centre crop.
 
 MTCNN (facenet-pytorch, weights shipped in its wheel) finds almost every bare face, but a worn
-mask hides the nose and mouth its networks look for, so its default thresholds miss many masked
-faces. The thresholds here are lower, chosen on wide stand-in scenes per mask state (bench/faces.py
-prints the sweep); lower ones add false boxes on clutter faster than they add masked faces.
-The smallest face searched for is a fraction of the photo's short side, which keeps the image
-pyramid short on large frames without losing faces that fill a door camera's view.
+mask hides the nose and mouth its networks look for, so its default thresholds miss masked
+faces. The thresholds here are lower and the smallest face searched for is larger, both picked
+per mask state on wide stand-in scenes of train persons (bench/faces.py --sweep): the larger
+smallest face keeps false boxes on clutter from becoming the main face, which the lower
+thresholds would otherwise do, and it shortens the image pyramid. The README's benchmark
+section has the sweep and the eval figures.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ DETECTORS = ("mtcnn",)
 CENTRE_SIDE = 0.6
 CENTRE_HEIGHT = 0.4
 MIN_FACE_PIXELS = 20  # MTCNN's own default floor
+HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
+# Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
+CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS]}
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,8 @@ class DetectorSettings:
     """Everything that changes which boxes come out; part of the detection cache key."""
 
     detector: str = "mtcnn"
-    thresholds: tuple[float, float, float] = (0.4, 0.5, 0.5)  # P-, R- and O-net score floors
-    min_face: float = 0.08  # smallest face searched for, as a fraction of the short side
+    thresholds: tuple[float, float, float] = (0.3, 0.4, 0.4)  # P-, R- and O-net score floors
+    min_face: float = 0.12  # smallest face searched for, as a fraction of the short side
     pyramid_factor: float = 0.709  # MTCNN's scale step between pyramid levels
 
     def __post_init__(self):
@@ -40,7 +44,8 @@ class DetectorSettings:
         if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
             raise MaskclsError(f"detector thresholds {list(self.thresholds)}: give three scores between 0 and 1")
         if not 0 < self.min_face < 1 or not 0.3 <= self.pyramid_factor < 1:
-            raise MaskclsError(f"min_face={self.min_face}, pyramid_factor={self.pyramid_factor}: both must lie in (0, 1)")
+            raise MaskclsError(f"min_face={self.min_face}, pyramid_factor={self.pyramid_factor}: min_face must lie in (0, 1), "
+                               "pyramid_factor in [0.3, 1)")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -68,21 +73,23 @@ class FaceDetector:
 
     def __init__(self, settings: DetectorSettings | None = None):
         self.settings = settings or DetectorSettings()
-        self._mtcnn = {}  # one network per min_face_size in pixels, built on first use
+        self._mtcnn = None  # built on first use
         self._haar = None
-        # MTCNN modules are not safe to share across threads mid-forward; the service runs requests in threads.
+        # Neither MTCNN nor a cascade may run in two threads at once; the service answers requests in threads.
         self._lock = threading.Lock()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
         if min(height, width) < MIN_FACE_PIXELS:
             return []  # no face the networks can see fits, and the image pyramid would be empty
-        min_face = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
         with self._lock:
-            boxes, scores = self._network(min_face).detect(rgb)
+            mtcnn = self._network()
+            mtcnn.min_face_size = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
+            boxes, scores = mtcnn.detect(rgb)
         if boxes is None:
             return []
-        faces = [Face(_clipped(box, width, height), float(score), "mtcnn") for box, score in zip(boxes, scores, strict=True)]
+        # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
+        faces = [Face(tuple(float(v) for v in box), float(score), "mtcnn") for box, score in zip(boxes, scores, strict=True)]
         return sorted((f for f in faces if f.area > 0), key=lambda f: -f.area)
 
     def main_face(self, rgb: np.ndarray) -> Face:
@@ -90,24 +97,24 @@ class FaceDetector:
         return found[0] if found else centre_face(*rgb.shape[:2])
 
     def detect_haar(self, rgb: np.ndarray) -> list[Face]:
-        if self._haar is None:
-            self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         height, width = rgb.shape[:2]
         side = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
         if min(height, width) < side:
             return []
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        found = self._haar.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(side, side))
+        with self._lock:
+            if self._haar is None:
+                self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)
+            found = self._haar.detectMultiScale(gray, scaleFactor=HAAR_SCALE, minNeighbors=HAAR_NEIGHBOURS, minSize=(side, side))
         faces = [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, "haar") for x, y, w, h in found]
         return sorted(faces, key=lambda f: -f.area)
 
-    def _network(self, min_face: int):
-        if min_face not in self._mtcnn:
+    def _network(self):
+        if self._mtcnn is None:
             from facenet_pytorch import MTCNN  # torch-only; imported late, so importing maskcls stays light
 
-            self._mtcnn[min_face] = MTCNN(min_face_size=min_face, thresholds=list(self.settings.thresholds),
-                                          factor=self.settings.pyramid_factor, keep_all=True, device="cpu")
-        return self._mtcnn[min_face]
+            self._mtcnn = MTCNN(thresholds=list(self.settings.thresholds), factor=self.settings.pyramid_factor, keep_all=True, device="cpu")
+        return self._mtcnn
 
 
 def centre_face(height: int, width: int) -> Face:
