@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import sqlite3
 from importlib.metadata import version
@@ -22,6 +23,8 @@ from ..imageio import read_rgb
 from .detect import CHAIN, DetectorSettings, Face, FaceDetector
 
 CACHE_ENV = "MASKCLS_CACHE"
+PARALLEL_FROM = 64  # photos to detect before worker processes pay for their start
+MAX_DETECT_WORKERS = 8
 SCHEMA = ("CREATE TABLE IF NOT EXISTS faces (settings TEXT, content TEXT, x0 REAL, y0 REAL, x1 REAL, y1 REAL, score REAL, source TEXT, "
           "PRIMARY KEY (settings, content))")
 
@@ -71,15 +74,41 @@ class DetectionCache:
                 rows = db.execute(f"SELECT content, x0, y0, x1, y1, score, source FROM faces WHERE settings = ? AND content IN "
                                   f"({','.join('?' * len(chunk))})", [self.key, *chunk])
                 stored.update({row[0]: Face(tuple(row[1:5]), row[5], row[6]) for row in rows})
-        missing = [(f, k) for f, k in zip(files, keys, strict=True) if k not in stored]
+        missing = list(dict.fromkeys((f, k) for f, k in zip(files, keys, strict=True) if k not in stored))
         if missing:
             with self._connect() as db:
-                for file, key in tqdm(missing, desc="detect faces", unit="photo", disable=not progress, leave=False):
-                    face = stored[key] = self.detector.main_face(read_rgb(file))
+                for key, face in tqdm(self._detect(missing), total=len(missing), desc="detect faces", unit="photo",
+                                      disable=not progress, leave=False):
+                    stored[key] = face
                     self.detected += 1
                     db.execute("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (self.key, key, *face.box, face.score, face.source))
                     db.commit()  # one commit a photo: an interrupted pass keeps what it found
         return [stored[k] for k in keys]
+
+    def _detect(self, missing):
+        """(key, face) pairs as they are found; a large batch is shared by one single-threaded
+        process per core, which uses both cores better than one process with two threads."""
+        workers = min(os.cpu_count() or 1, MAX_DETECT_WORKERS)
+        if workers < 2 or len(missing) < PARALLEL_FROM:
+            yield from ((key, self.detector.main_face(read_rgb(file))) for file, key in missing)
+            return
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
+            yield from pool.imap(_detect_one, [(self.settings, file, key) for file, key in missing], chunksize=8)
+
+
+_detectors: dict = {}
+
+
+def _single_threaded() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _detect_one(job):
+    settings, file, key = job
+    detector = _detectors.setdefault(settings, FaceDetector(settings))
+    return key, detector.main_face(read_rgb(file))
 
 
 def face_boxes(files, settings: DetectorSettings | None = None, progress: bool = False) -> list[Face]:
