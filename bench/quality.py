@@ -29,6 +29,7 @@ from maskcls.data.layout import load_eval  # noqa: E402
 from maskcls.fit import fit  # noqa: E402
 from maskcls.infer import Vote, combine, predict, write_submission  # noqa: E402
 from maskcls.infer.persons import person_groups  # noqa: E402
+from maskcls.infer.predict import eval_faces  # noqa: E402
 from maskcls.metrics import score  # noqa: E402
 
 FLOORS = {"cpu-fast": 0.50, "cpu-best": 0.68}
@@ -73,7 +74,9 @@ def main() -> None:
     fit_minutes = (time.time() - started) / 60
     recipe = fitted["recipe"]
     predicted = predict(recipe, data / "eval", out / "submission.csv", progress=False, force=True)  # the bench's own output
-    groups = predicted["groups"] if recipe.by_person else person_groups(load_eval(data / "eval").files)
+    files = load_eval(data / "eval").files
+    preprocessing = json.loads(Path(predicted["meta"]).read_text())["preprocess"]
+    groups = predicted["groups"] if recipe.by_person else person_groups(files, faces=eval_faces(preprocessing, files))
     wall_min = (time.time() - started) / 60
     image_ids = predicted["info"]["ImageID"]
     truth = eval_column(data, "truth.csv", "ans", image_ids)

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
 from ..errors import MaskclsError
+from ..faces import crop_face
 from ..imageio import read_rgb
 from ..labels import NUM_CLASSES
 from .probs import N_GENDER_AGE, N_MASK, check_probs, joint_probs, log_probs, mask_and_gender_age
@@ -26,20 +27,26 @@ PHOTOS_PER_PERSON = 7
 # photos or backbone features do (the README's benchmark section has the figures).
 PERSON_TOP_FRACTION = 0.35
 PERSON_THUMB_SIDE = 12
+PERSON_CROP_MARGIN = 0.3  # enough around the face to take in the hair
 
 
-def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarray:
-    """A small standardised colour thumbnail of the photo's top part."""
+def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION, face=None) -> np.ndarray:
+    """A small standardised colour thumbnail of the photo's top part; in a wide photo, of the top
+    part of the face crop around `face` (a detected face), since the scene around it changes."""
     image = read_rgb(file)
+    if face is not None:
+        image = crop_face(image, face.box, PERSON_CROP_MARGIN)
     top = image[: max(1, int(image.shape[0] * top_fraction))]
     thumb = cv2.resize(top, (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     thumb -= thumb.mean(axis=(0, 1), keepdims=True)  # exposure and white balance differ between shots
     return (thumb / (thumb.std() + 1e-6)).ravel()
 
 
-def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION) -> np.ndarray:
-    """Person ids for eval photos: N/7 even-sized clusters of their top-part thumbnails."""
-    embeddings = np.stack([person_embedding(f, top_fraction) for f in files])
+def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION, faces=None) -> np.ndarray:
+    """Person ids for eval photos: N/7 even-sized clusters of their top-part thumbnails (of the
+    face crops, when `faces` gives each photo's main face)."""
+    faces = [None] * len(files) if faces is None else faces
+    embeddings = np.stack([person_embedding(f, top_fraction, face) for f, face in zip(files, faces, strict=True)])
     return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..checkpoint import checkpoints_of
 from ..data.layout import load_eval
 from ..errors import MaskclsError
+from ..faces import DetectorSettings, face_boxes
 from ..fileio import atomic_write, atomic_write_text
 from ..labels import NUM_CLASSES
 from .persons import person_groups
@@ -35,7 +36,8 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     outputs = output_paths(out_csv, evaluation.root, force)
     results = [member_probs(paths, evaluation.files, recipe.tta, batch_size, num_workers, progress) for paths in checkpoints]
     members_probs = [probs for probs, _ in results]
-    groups = person_groups(evaluation.files) if recipe.by_person else None
+    preprocessing = [pre for _, member_preprocessing in results for pre in member_preprocessing]
+    groups = person_groups(evaluation.files, faces=eval_faces(preprocessing, evaluation.files)) if recipe.by_person else None
     labels, probs = combine(members_probs, recipe.vote, groups)
     # The submission is written last, so a complete submission means its companions are complete too.
     with atomic_write(outputs["probs"], "wb", what="probabilities") as handle:
@@ -44,7 +46,7 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
         with atomic_write(outputs["groups"], "wb", what="person groups") as handle:
             np.save(handle, groups)
     meta = {"recipe": recipe.to_dict(), "members": [str(run) for run in runs],
-            "preprocess": [pre for _, preprocessing in results for pre in preprocessing],
+            "preprocess": preprocessing,
             "rows": len(labels), "info": str(evaluation.root / "info.csv")}
     atomic_write_text(outputs["meta"], json.dumps(meta, indent=2) + "\n", what="metadata")
     out_csv = write_submission(evaluation.info, labels, outputs["submission"])
@@ -52,6 +54,13 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     return {"submission": str(out_csv), "probs": str(outputs["probs"]), "meta": str(outputs["meta"]),
             "counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(), "members_probs": members_probs, "groups": groups,
             "info": evaluation.info}
+
+
+def eval_faces(preprocessing: list[dict], files):
+    """The main face of each eval photo when the members crop faces (from the detection cache
+    their prediction just filled), so persons are grouped by face, not by the scene around it."""
+    cropping = [pre for pre in preprocessing if pre.get("crop", "none") != "none"]
+    return face_boxes(files, DetectorSettings.from_dict(cropping[0]["detector"])) if cropping else None
 
 
 def output_paths(out_csv, eval_root: Path, force: bool) -> dict[str, Path]:
