@@ -448,7 +448,10 @@ def _draw_head(draw: ImageDraw.ImageDraw, look: Look, cx: float, cy: float, rw: 
         draw.rounded_rectangle((cx - 1.32 * rw, cy - 1.15 * rh, cx + 1.32 * rw, cy + 1.5 * rh), radius=rw, fill=look.hair)
     elif look.hair_style == "medium":
         draw.rounded_rectangle((cx - 1.2 * rw, cy - 1.12 * rh, cx + 1.2 * rw, cy + 0.7 * rh), radius=0.8 * rw, fill=look.hair)
-    draw.ellipse((cx - rw, cy - rh, cx + rw, cy + rh), fill=look.skin)
+    # Shading: a darker rim and lit centre give the face the relief that face detectors look for.
+    draw.ellipse((cx - rw, cy - rh, cx + rw, cy + rh), fill=_shade(look.skin, 0.8))
+    draw.ellipse((cx - 0.9 * rw, cy - 0.94 * rh, cx + 0.9 * rw, cy + 0.9 * rh), fill=_shade(look.skin, 0.92))
+    draw.ellipse((cx - 0.72 * rw, cy - 0.8 * rh, cx + 0.72 * rw, cy + 0.75 * rh), fill=look.skin)
     # The top half of an ellipse centred on the hairline makes the hair cap.
     hairline = cy - look.hairline * rh
     cap_height = 1.15 * rh - look.hairline * rh
@@ -465,14 +468,17 @@ def _draw_head(draw: ImageDraw.ImageDraw, look: Look, cx: float, cy: float, rw: 
     for side in (-1, 1):
         draw.line((cx + side * 0.14 * rw, brow_y, cx + side * 0.6 * rw, brow_y - 0.03 * rh), fill=look.hair, width=brow_width)
         eye_x = cx + side * 0.37 * rw
+        # Eye sockets sit in shadow under the brow.
+        draw.ellipse((eye_x - 0.24 * rw, eye_y - 0.14 * rh, eye_x + 0.24 * rw, eye_y + 0.12 * rh), fill=_shade(look.skin, 0.78))
         draw.ellipse((eye_x - 0.15 * rw, eye_y - 0.07 * rh, eye_x + 0.15 * rw, eye_y + 0.07 * rh), fill=(245, 245, 245))
         draw.ellipse((eye_x - 0.06 * rw, eye_y - 0.06 * rw, eye_x + 0.06 * rw, eye_y + 0.06 * rw), fill=(30, 24, 20))
         if look.wrinkles == 3:  # crow's feet, visible above any mask
             corner = eye_x + side * 0.2 * rw
             for dy in (-0.05, 0.05):
                 draw.line((corner, eye_y, corner + side * 0.14 * rw, eye_y + dy * rh), fill=wrinkle_colour, width=line)
-    draw.polygon(
-        [(cx, cy - 0.1 * rh), (cx - 0.17 * rw, cy + 0.25 * rh), (cx + 0.17 * rw, cy + 0.25 * rh)], fill=_shade(look.skin, 0.72)
+    draw.polygon(  # the nose's shadow side, from the bridge between the eyes down to its tip
+        [(cx - 0.05 * rw, cy - 0.22 * rh), (cx - 0.19 * rw, cy + 0.25 * rh), (cx + 0.17 * rw, cy + 0.25 * rh), (cx + 0.02 * rw, cy - 0.22 * rh)],
+        fill=_shade(look.skin, 0.72),
     )
     for side in (-1, 1):
         nostril_x = cx + side * 0.08 * rw
