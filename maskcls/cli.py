@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -338,9 +339,14 @@ def error_line(exc: BaseException) -> str | None:
     return None
 
 
+def interrupted(signum, frame):
+    raise KeyboardInterrupt  # so a `kill` cleans up as Ctrl-C does (a run killed before its first epoch leaves no folder)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="maskcls: %(levelname)s: %(message)s")
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -191,6 +191,26 @@ def test_a_failed_start_leaves_no_run_or_cv_folder(demo_root, tmp_path):
     assert np.isfinite(corrected["best_macro_f1"])
 
 
+def test_a_run_killed_before_its_first_epoch_leaves_no_folder(demo_root, tmp_path):
+    """`kill` (SIGTERM) cleans up as Ctrl-C does; photos at 160 px keep the first epoch long enough to be killed in."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "maskcls", "-q", "train", f"data.root={demo_root}", f"out={runs}", "name=killed",
+                                "model.backbone=resnet10t", "model.weights=none", "preprocess.size=160", "train.epochs=1",
+                                "data.num_workers=0", "tracking=[]"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (runs / "killed" / "config.yaml").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 130 and "interrupted" in process.stderr.read()
+    assert not (runs / "killed").exists()
+
+
 @pytest.mark.parametrize("command", [["eda", "{data}"], ["evaluate", "{data}/eval/truth.csv", "--truth", "{data}/eval/truth.csv"]])
 def test_reports_are_not_replaced_without_force(demo_root, tmp_path, command):
     out = tmp_path / "report"

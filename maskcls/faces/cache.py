@@ -11,6 +11,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sqlite3
 from importlib.metadata import version
 from pathlib import Path
@@ -103,6 +104,8 @@ def _single_threaded() -> None:
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool stops its workers with SIGTERM; the parent's handler is not theirs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
 def _detect_one(job):

@@ -96,10 +96,14 @@ def open_run(cfg: Config | None, resume=None) -> Run:
         device = pick_device(cfg.device)  # a device this machine lacks fails before any folder is made
         if cfg.train.amp == "fp16" and device.type != "cuda":
             raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
-        run_dir = new_run_dir(cfg.out, cfg.name, cfg.model.backbone)
+        run = Run(cfg, new_run_dir(cfg.out, cfg.name, cfg.model.backbone), None, is_new=True)
         if is_main_process():
-            write_run_files(run_dir, cfg)
-        return Run(cfg, run_dir, None, is_new=True)
+            try:
+                write_run_files(run.run_dir, cfg)
+            except BaseException:  # a kill while the folder is being made leaves no half-made folder either
+                run.discard_if_unstarted()
+                raise
+        return run
     run_dir = Path(resume)
     if not (run_dir / "config.yaml").is_file():
         raise MaskclsError(f"{run_dir}: no config.yaml here; --resume takes a run folder that `maskcls train` created")
