@@ -37,12 +37,14 @@ def wide_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cropped_run(wide_root, tmp_path_factory):
-    """A tiny run trained on MTCNN face crops of the wide scenes."""
-    from maskcls.train import train
+    """The demo recipe fitted on the wide scenes, shrunk to a tiny model: MTCNN face crops, hflip TTA."""
+    from maskcls.fit import fit
 
-    cfg = tiny_config(wide_root, tmp_path_factory.mktemp("cropped-runs"), "name=crop", "train.epochs=1", "data.val_fraction=0.34",
-                      "preprocess.crop=mtcnn", "preprocess.crop_margin=0.3")
-    return train(cfg, progress=False)["run_dir"]
+    out = tmp_path_factory.mktemp("demo-fit") / "fit"
+    fit("demo", wide_root, out, ["model.backbone=resnet10t", "model.weights=none", "preprocess.size=48", "train.epochs=1",
+                                 "train.batch_size=16", "data.num_workers=0", "tracking=[]", "data.val_fraction=0.34",
+                                 "preprocess.crop_margin=0.3"], progress=False)
+    return out
 
 
 @pytest.fixture
