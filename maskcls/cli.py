@@ -206,7 +206,7 @@ def add_data_commands(sub) -> None:
     command = add_command(sub, "crop", cmd_crop, "a face-cropped copy of a data set in the same layout, with crops.csv (box, score, detector)")
     command.add_argument("data")
     command.add_argument("--out", required=True)
-    command.add_argument("--margin", type=float, default=0.2, help="grow the face box by this share of its side, each way")
+    command.add_argument("--margin", type=float, default=0.1, help="grow the face box by this share of its side, each way")
     command.add_argument("--size", type=int, help="rescale each crop to SIZE x SIZE (default: keep its pixels)")
 
     command = add_command(sub, "eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")

@@ -23,7 +23,7 @@ CROPS_HEADER = ["path", "x0", "y0", "x1", "y1", "score", "detector"]
 COPIED_CSVS = ("train.csv", "info.csv", "truth.csv", "meta.csv")
 
 
-def write_cropped_copy(data, out, margin: float = 0.2, size: int | None = None, settings: DetectorSettings | None = None,
+def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, settings: DetectorSettings | None = None,
                        progress: bool = True) -> dict:
     """Crop every listed photo of `data` (train/ and eval/, whichever exist) into `out`; returns
     {split: number of photos}. `size` rescales each crop to size x size; None keeps its pixels."""
