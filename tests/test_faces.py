@@ -134,3 +134,17 @@ def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_pa
 
     _, pre = build_model(cfg.model, cfg.preprocess)
     assert Preprocess.from_dict(pre.to_dict()) == pre and pre.crop_margin == 0.3 and pre.detector == DetectorSettings()
+
+
+def test_persons_are_grouped_by_the_face_crop_even_at_the_photos_edge(wide_root, tmp_path):
+    import cv2
+
+    from maskcls.faces import Face
+    from maskcls.infer.persons import person_embedding
+
+    photo = tmp_path / "edge.png"
+    cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8))
+    at_edge = Face((30.0, -60.0, 60.0, -20.0), 0.9, "mtcnn")  # a box above the frame: only padding over the face
+    assert np.abs(person_embedding(photo, face=at_edge)).sum() > 0
+    inside = Face((20.0, 40.0, 70.0, 100.0), 0.9, "mtcnn")
+    assert not np.array_equal(person_embedding(photo, face=inside), person_embedding(photo))

@@ -34,9 +34,12 @@ def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION, face=None)
     """A small standardised colour thumbnail of the photo's top part; in a wide photo, of the top
     part of the face crop around `face` (a detected face), since the scene around it changes."""
     image = read_rgb(file)
-    if face is not None:
-        image = crop_face(image, face.box, PERSON_CROP_MARGIN)
     top = image[: max(1, int(image.shape[0] * top_fraction))]
+    if face is not None:
+        crop = crop_face(image, face.box, PERSON_CROP_MARGIN)
+        crop_top = crop[: max(1, int(crop.shape[0] * top_fraction))]
+        if crop_top.std() > 1:  # a box at the photo's edge can leave only padding above the face: keep the photo's top then
+            top = crop_top
     thumb = cv2.resize(top, (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     thumb -= thumb.mean(axis=(0, 1), keepdims=True)  # exposure and white balance differ between shots
     return (thumb / (thumb.std() + 1e-6)).ravel()
