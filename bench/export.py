@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--fit", type=Path, required=True, help="a fit folder trained on DATA/train")
     parser.add_argument("--data", type=Path, required=True, help="the data set (its eval/ has truth.csv)")
     parser.add_argument("--model", type=Path, help="its export with int8 graphs (default: exported into FIT/export)")
+    parser.add_argument("--photos", type=int, help="score only the first N eval photos of info.csv (default: all)")
     args = parser.parse_args()
     model_dir = args.model or args.fit / "export"
     if not (model_dir / "model.json").is_file():
@@ -45,14 +46,15 @@ def main() -> None:
         export_model(args.fit, model_dir, data=args.data, int8=True)
         print(f"exported {args.fit} to {model_dir} (fp32 + int8) in {time.time() - started:.0f} s")
     evaluation = load_eval(args.data / "eval")
-    truth = eval_column(args.data, "truth.csv", "ans", evaluation.info["ImageID"])
+    files, image_ids = evaluation.files[: args.photos], evaluation.info["ImageID"][: args.photos]
+    truth = eval_column(args.data, "truth.csv", "ans", image_ids)
     models = {"PyTorch fp32": ServedModel.load(args.fit), "ONNX fp32": ServedModel.from_export(model_dir, int8=False),
               "ONNX int8": ServedModel.from_export(model_dir, int8=True)}
-    faces = face_boxes(evaluation.files, models["ONNX fp32"].detector.settings, progress=True)  # one detection, shared
+    faces = face_boxes(files, models["ONNX fp32"].detector.settings, progress=True)  # one detection, shared
     scores = {}
     print(f"\n== bench/export.py on {args.data} eval ({len(truth)} photos, photo by photo, the main face of each)")
     for name, model in models.items():
-        labels, ms = answers(model, evaluation.files, faces)
+        labels, ms = answers(model, files, faces)
         s = scores[name] = score(truth, labels)
         print(f"[{name:12s}] macro-F1 {s['macro_f1']:.4f}  accuracy {s['accuracy']:.4f}  "
               f"F1 mask {s['mask_f1']:.4f} gender {s['gender_f1']:.4f} age {s['age_f1']:.4f}  decode+crop+classify {ms:.1f} ms/photo")
