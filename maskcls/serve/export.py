@@ -71,13 +71,17 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     members, parity = [], []
-    for member, paths in zip(recipe.members, checkpoints, strict=True):
-        graphs = []
-        for index, path in enumerate(paths):
-            graph, report = export_checkpoint(path, staging, f"{member.name}-{index}", recipe.tta, data, int8)
-            graphs.append(graph)
-            parity.append({"graph": graph["file"], **report})
-        members.append({"name": member.name, "graphs": graphs})
+    try:
+        for member, paths in zip(recipe.members, checkpoints, strict=True):
+            graphs = []
+            for index, path in enumerate(paths):
+                graph, report = export_checkpoint(path, staging, f"{member.name}-{index}", recipe.tta, data, int8)
+                graphs.append(graph)
+                parity.append({"graph": graph["file"], **report})
+            members.append({"name": member.name, "graphs": graphs})
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
+        raise
     spec = model_spec(recipe, members, parity, int8, staging)
     atomic_write_text(staging / "model.json", json.dumps(spec, indent=2) + "\n", what="model description")
     if out.exists():
@@ -93,8 +97,13 @@ def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8:
     fp32 = folder / f"{stem}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter warns that a newer one exists; it handles these models
-        torch.onnx.export(graph_model, (sample,), fp32, input_names=["image"], output_names=["probs"],
-                          dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+        try:
+            torch.onnx.export(graph_model, (sample,), fp32, input_names=["image"], output_names=["probs"],
+                              dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+        except torch.onnx.errors.UnsupportedOperatorError as exc:
+            # The face networks resize their input with antialiasing, which this exporter has no ONNX form for.
+            raise MaskclsError(f"{path}: cannot be exported to ONNX yet ({str(exc).split(' is not')[0]}); models with the face "
+                               "networks (model.face_features or model.face_experts) don't export, others do") from None
     with torch.no_grad():
         expected = graph_model(sample).numpy()
     difference = float(np.abs(run_graph(fp32, sample.numpy()) - expected).max())
