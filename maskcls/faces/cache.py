@@ -7,6 +7,7 @@ copied one is not. The store is one SQLite file, safe for several processes at o
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -41,7 +42,15 @@ def settings_key(settings: DetectorSettings) -> str:
 
 
 def content_key(file) -> str:
-    with open(file, "rb") as handle:
+    # Every dataset built over the same photos (validation each epoch, each checkpoint at predict)
+    # asks again; a file whose size and modification time are unchanged is not read twice.
+    stat = os.stat(file)
+    return _hashed(os.fspath(file), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _hashed(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
