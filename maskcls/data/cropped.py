@@ -52,8 +52,8 @@ def _crop_split(folder: Path, files: list[Path], target: Path, margin, size, set
             crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
         destination = target / "images" / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _, encoded = cv2.imencode(file.suffix.lower() if file.suffix.lower() in (".png", ".jpg", ".jpeg") else ".png",
-                                   cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        # The layout admits .jpg, .jpeg and .png only, each of which OpenCV encodes by its suffix.
+        _, encoded = cv2.imencode(file.suffix.lower(), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         with atomic_write(destination, "wb", what="crop") as handle:
             handle.write(encoded.tobytes())
         rows.append([relative.as_posix(), *(round(v, 1) for v in face.box), round(face.score, 4), face.source])
