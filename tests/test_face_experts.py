@@ -4,11 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from maskcls.config import ModelConfig, PreprocessConfig
 from maskcls.errors import MaskclsError
 from maskcls.models import build_model
-from maskcls.models.face_experts import FaceExperts
+from maskcls.models.face_experts import FaceExperts, antialiased_resize
 from maskcls.models.face_features import FaceAttributeModels
 from maskcls.models.heads import age_group_log_masks, class_probs
 from maskcls.models.onnx_graph import OnnxGraphNet
@@ -108,11 +109,22 @@ def test_age_year_targets_centre_on_the_age_and_censor_the_cap():
     assert torch.equal(logits.grad[1:], torch.zeros(2, 81))  # censored rows add no gradient
 
 
-def test_training_with_face_experts_and_exact_ages(tiny_cfg):
+@pytest.mark.parametrize("height, width, size", [(48, 48, 64), (224, 224, 64), (200, 180, 32), (64, 64, 64)])
+def test_matrix_resize_is_the_antialiased_resize(height, width, size):
+    images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height)) * 255
+    expected = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(antialiased_resize(images, size), expected, atol=1e-3)
+
+
+def test_training_with_face_experts_and_exact_ages_then_export(demo_root, tiny_cfg, tmp_path):
+    from maskcls.serve.export import export_model
     from maskcls.train import train
     result = train(tiny_cfg("name=experts", "train.epochs=1", "model.backbone=none", "model.face_experts=true",
                             "train.age_years_weight=0.5", "train.mix=cutmix", "train.mix_prob=1.0"), progress=False)
     assert result["epochs_run"] == 1 and 0.0 <= result["best_macro_f1"] <= 1.0
+    # The face networks' resize becomes matrix products, so the members that carry them export too.
+    spec = export_model(result["run_dir"], tmp_path / "model", data=demo_root, progress=False)
+    assert spec["parity"][0]["max_abs_diff_fp32"] <= 1e-4 and spec["parity"][0]["photos"] > 4  # real photos, not noise
     with pytest.raises(MaskclsError, match="age_years_weight needs one-year age classes"):
         train(tiny_cfg("name=no-experts", "train.age_years_weight=0.5"), progress=False)
 

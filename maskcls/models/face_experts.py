@@ -17,6 +17,7 @@ better than a fine-tuned ImageNet backbone does, and its small input makes each 
 """
 from __future__ import annotations
 
+import functools
 import json
 
 import onnx
@@ -30,6 +31,28 @@ from .onnx_graph import OnnxGraphNet
 
 EXPERT_EMBEDDING = 256 + 16  # age network, gender network
 MALE_FEMALE = [1, 0]  # the gender network's columns are [female, male]
+
+
+@functools.lru_cache(maxsize=None)
+def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in): antialiased bilinear resizing of one axis as a matrix.
+
+    PyTorch's antialiased resize is separable, so `rows @ image @ cols.T` reproduces it exactly.
+    As matrix products the resize exports to ONNX, which has no antialiased resize of its own.
+    The matrix is the resize of an identity image; computed once per size pair and kept, so an
+    export's trace sees it as a constant.
+    """
+    identity = torch.eye(n_in).view(1, 1, n_in, n_in)  # column j is the unit impulse at row j
+    with torch.no_grad():
+        return F.interpolate(identity, size=(n_out, n_in), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+
+
+def antialiased_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,C,H,W) -> (B,C,size,size), as F.interpolate(..., antialias=True) resizes."""
+    height, width = images.shape[-2:]
+    rows = resize_matrix(int(height), size).to(images)
+    cols = resize_matrix(int(width), size).to(images)
+    return rows @ images @ cols.T
 
 
 def _network(models_dir, spec: dict) -> tuple[OnnxGraphNet, int]:
@@ -67,7 +90,7 @@ class FaceExperts(nn.Module):
     def _input(self, rgb255: torch.Tensor, name: str, size: int) -> torch.Tensor:
         # The networks' input (manifest.json): RGB byte values minus per-channel means, times 1/256.
         if rgb255.shape[-2:] != (size, size):
-            rgb255 = F.interpolate(rgb255, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            rgb255 = antialiased_resize(rgb255, size)
         return (rgb255 - getattr(self, f"{name}_means")) * getattr(self, f"{name}_scale")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

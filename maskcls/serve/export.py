@@ -95,17 +95,17 @@ def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8:
     graph_model = ProbsGraph(model, tta).eval()
     sample = sample_inputs(pre, data, PARITY_PHOTOS)
     fp32 = folder / f"{stem}.onnx"
+    # PyTorch's answer first: it also computes the face networks' resize matrices, which the trace then holds as constants.
+    with torch.no_grad():
+        expected = graph_model(sample).numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter warns that a newer one exists; it handles these models
         try:
             torch.onnx.export(graph_model, (sample,), fp32, input_names=["image"], output_names=["probs"],
                               dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=OPSET, dynamo=False)
         except torch.onnx.errors.UnsupportedOperatorError as exc:
-            # The face networks resize their input with antialiasing, which this exporter has no ONNX form for.
-            raise MaskclsError(f"{path}: cannot be exported to ONNX yet ({str(exc).split(' is not')[0]}); models with the face "
-                               "networks (model.face_features or model.face_experts) don't export, others do") from None
-    with torch.no_grad():
-        expected = graph_model(sample).numpy()
+            raise MaskclsError(f"{path}: cannot be exported to ONNX ({str(exc).split(' is not')[0]} has no ONNX form at opset "
+                               f"{OPSET}); serve this model from its fit or run folder instead (maskcls serve FOLDER)") from None
     difference = float(np.abs(run_graph(fp32, sample.numpy()) - expected).max())
     if not difference <= FP32_TOLERANCE:
         raise MaskclsError(f"{path}: ONNX Runtime differs from PyTorch by {difference:.2e} (tolerance {FP32_TOLERANCE:.0e}); "
