@@ -33,7 +33,7 @@ EXPERT_EMBEDDING = 256 + 16  # age network, gender network
 MALE_FEMALE = [1, 0]  # the gender network's columns are [female, male]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_out, n_in): antialiased bilinear resizing of one axis as a matrix.
 
