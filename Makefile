@@ -16,11 +16,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(PY) -m maskcls demo
 
-# The browser test drives Debian's Chromium; the script installs it where it is missing (apt, as root)
-# and otherwise says loudly why the test will be skipped.
+# The browser test drives Debian's Chromium, the search test a PostgreSQL server: the scripts install
+# them where they are missing (apt, as root), with-postgres.sh runs the suite beside a throwaway
+# server and stops it afterwards; where either cannot be had, they say loudly which test will skip.
 test: setup
 	sh tools/browser-deps.sh
-	$(PY) -m pytest -q -rs tests
+	sh tools/with-postgres.sh $(PY) -m pytest -q -rs tests
 
 lint: setup
 	$(PY) -m ruff check maskcls tests bench

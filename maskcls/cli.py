@@ -122,6 +122,30 @@ def cmd_fit(args):
           f"predict with: maskcls predict {result['fit_dir']} --data EVAL --out submission.csv")
 
 
+def cmd_tune(args):
+    from .tune import tune, write_report
+
+    if args.report:
+        if args.config or args.space or args.trials is not None or args.overrides:
+            raise MaskclsError("--report draws an existing study; drop --config, --space, --trials and the overrides")
+        result = write_report(args.report, args.storage, args.force)
+        print(f"report {result['report']}: best trial {result['best_trial']} (validation macro-F1 {result['best_macro_f1']:.4f}); "
+              f"its config {result['best_config']}, a recipe {result['best_recipe']}")
+        return
+    missing = [flag for flag, value in (("--config", args.config), ("--space", args.space), ("--trials", args.trials)) if value is None]
+    if missing:
+        raise MaskclsError(f"tune needs {', '.join(missing)} (or --report STUDY_DIR to draw a study)")
+    result = tune(args.config, args.space, args.trials, args.storage, args.study, args.out, args.folds, args.pruner, args.seed,
+                  args.overrides, progress=not args.quiet)
+    held = f"{result['complete']} complete, {result['pruned']} pruned, {result['failed']} failed"
+    if "best_trial" not in result:
+        print(f"study {result['study']} ({result['study_dir']}): {held}; no trial has completed yet")
+        return
+    print(f"study {result['study']} ({result['study_dir']}): ran {result['ran']} trials now; holds {held}. Best: trial "
+          f"{result['best_trial']}, validation macro-F1 {result['best_macro_f1']:.4f}. "
+          f"Plots and its config: maskcls tune --report {result['study_dir']}")
+
+
 def cmd_predict(args):
     from .infer import Vote, load_recipe, predict, recipe_of_runs
     from .infer.recipe import looks_like_recipe
@@ -230,6 +254,21 @@ def add_training_commands(sub) -> None:
     command.add_argument("recipe", help="a recipe YAML or a name in configs/recipes/ (demo, cpu-fast, cpu-best)")
     command.add_argument("--data", required=True, help="dataset folder holding train/")
     command.add_argument("--out", help="fit folder (default runs/RECIPE); rerun the same command to resume it")
+
+    command = add_command(sub, "tune", cmd_tune, "an Optuna search over config keys (resumable; several workers may share it), "
+                                                 "or --report a study's plots and best config", overrides=True)
+    command.add_argument("--config", help="the trials' base config: a YAML file or a name in configs/ (cpu-fast, cpu-face, ...)")
+    command.add_argument("--space", help="search space YAML, or a name in configs/space/ (cpu-fast, cpu-face)")
+    command.add_argument("--trials", type=int, help="finished trials the study should hold; rerun to resume, raise it to extend")
+    command.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user:pass@host/db "
+                                           "(default: SQLite in the study folder)")
+    command.add_argument("--study", help="study name (default CONFIG-SPACE)")
+    command.add_argument("--out", help="study folder: study.json and trial runs (default runs/tune/STUDY)")
+    command.add_argument("--folds", type=int, help="score each trial by the mean over K person folds instead of the holdout")
+    command.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    command.add_argument("--seed", type=int, default=0, help="TPE sampler seed; give each worker started together its own")
+    command.add_argument("--report", metavar="STUDY_DIR", help="write STUDY_DIR/report/: plots, report.html, best.yaml, a recipe")
+    command.add_argument("--force", action="store_true", help="with --report: replace an existing report")
 
     command = add_command(sub, "ensemble", cmd_ensemble, "a recipe over runs and CV folders; fit weights and macro-F1 offsets on OOF")
     command.add_argument("members", nargs="+")
