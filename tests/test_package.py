@@ -22,10 +22,11 @@ FORBIDDEN = {
     "checkpoint": {"train", "infer", "fit", "demo", "cli"},
     "eda": {"train", "infer", "fit", "demo", "cli"},
     "report": {"train", "infer", "fit", "demo", "cli"},
-    "infer": {"train", "fit", "demo", "cli"},  # serving a model never pulls in the training engine
-    "train": {"fit", "demo", "cli"},
-    "fit": {"demo", "cli"},
-    "serve": {"train", "fit", "demo", "cli"},  # a served model needs no training code
+    "infer": {"train", "fit", "tune", "demo", "cli"},  # serving a model never pulls in the training engine
+    "train": {"fit", "tune", "demo", "cli"},
+    "fit": {"tune", "demo", "cli"},
+    "tune": {"fit", "serve", "demo", "cli"},  # a trial is an ordinary training run
+    "serve": {"train", "fit", "tune", "demo", "cli"},  # a served model needs no training code
     "demo": {"cli"},
 }
 
