@@ -6,6 +6,9 @@ optimizer, scheduler, loss) -> per epoch `train_one_epoch`, `validate`, `save_ep
 One run = one folder holding config.yaml, git_commit.txt, metrics.csv, best.pt, last.pt and
 TensorBoard logs. Every epoch ends with an atomic last.pt, so a resume continues after a crash
 or kill -9 with the same model, optimizer, scheduler, EMA, scaler and RNG state.
+
+Under torchrun every process runs this same loop on its share of each batch (distributed.py:
+`train.batch_size` stays the global batch); the main process alone writes the run folder.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from ..optim import create_optimizer, optimizer_kwargs
 from ..report import CLASS_LABELS, confusion_figure
 from ..scheduler import create_scheduler, scheduler_kwargs
 from .batches import FeatureBatches, ImageBatches
-from .distributed import is_main_process
+from .distributed import data_parallel, grad_sync, is_main_process, on_main, process_group, summed, sync_batchnorm
 from .run import MetricsLog, new_run_dir, write_run_files
 from .tracking import Tracker, check_backends
 
@@ -89,33 +92,40 @@ class Run:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def open_run(cfg: Config | None, resume=None) -> Run:
-    """A new run folder for `cfg`, or the folder `resume` with its config and last checkpoint."""
-    if not resume:
-        check_backends(cfg.tracking)
-        device = pick_device(cfg.device)  # a device this machine lacks fails before any folder is made
-        if cfg.train.amp == "fp16" and device.type != "cuda":
-            raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
-        run = Run(cfg, new_run_dir(cfg.out, cfg.name, cfg.model.backbone), None, is_new=True)
-        if is_main_process():
-            try:
-                write_run_files(run.run_dir, cfg)
-            except BaseException:  # a kill while the folder is being made leaves no half-made folder either
-                run.discard_if_unstarted()
-                raise
-        return run
-    run_dir = Path(resume)
+def resumed_config(run_dir: Path) -> Config:
     if not (run_dir / "config.yaml").is_file():
         raise MaskclsError(f"{run_dir}: no config.yaml here; --resume takes a run folder that `maskcls train` created")
+    return load_config(run_dir / "config.yaml")
+
+
+def open_run(cfg: Config, resume, device: torch.device) -> Run:
+    """A new run folder for `cfg`, or the folder `resume` (`cfg` being its config) with its last checkpoint."""
+    if not resume:
+        check_backends(cfg.tracking)
+        if cfg.train.amp == "fp16" and device.type != "cuda":
+            raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
+        return Run(cfg, on_main(start_run_dir, cfg), None, is_new=True)
+    run_dir = Path(resume)
     # A run killed before its first checkpoint has nothing to restore: it starts over in place.
     last = checkpoint.load(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
-    return Run(load_config(run_dir / "config.yaml"), run_dir, last)
+    return Run(cfg, run_dir, last)
+
+
+def start_run_dir(cfg: Config) -> Path:
+    run_dir = new_run_dir(cfg.out, cfg.name, cfg.model.backbone)
+    try:
+        write_run_files(run_dir, cfg)
+    except BaseException:  # a kill while the folder is being made leaves no half-made folder either
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
 
 
 @dataclass
 class Parts:
     """Everything an epoch needs, built once per run."""
     model: torch.nn.Module
+    step: torch.nn.Module  # what a training step runs: the model, or its head on cached features; in DDP under torchrun
     pre: object  # data.transforms.Preprocess
     batches: ImageBatches | FeatureBatches
     optimizer: torch.optim.Optimizer
@@ -136,7 +146,7 @@ def build_parts(cfg: Config, device: torch.device, progress: bool) -> Parts:
     t_cfg = cfg.train
     data, train_images, val_images = split_data(cfg)
     model, pre = build_model(cfg.model, cfg.preprocess, tuple(cfg.data.age_cuts))
-    model.to(device)
+    model = sync_batchnorm(model.to(device), device)
     if t_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if t_cfg.batch_size > len(train_images):
@@ -160,7 +170,8 @@ def build_parts(cfg: Config, device: torch.device, progress: bool) -> Parts:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=t_cfg.ema, use_warmup=True)  # short runs: decay ramps up
-    return Parts(model, pre, batches, optimizer, scheduler, step_per_batch, loss, scaler, ema, device, val_images)
+    step = data_parallel(batches.step_module(model), device)
+    return Parts(model, step, pre, batches, optimizer, scheduler, step_per_batch, loss, scaler, ema, device, val_images)
 
 
 @dataclass
@@ -207,16 +218,18 @@ def train_one_epoch(parts: Parts, cfg: Config, epoch: int, run_dir: Path, progre
     for step, (x, y) in enumerate(bar):
         x, y = x.to(parts.device, non_blocking=True), y.to(parts.device)
         x, target = parts.batches.prepare(x, parts.loss.targets(y), mix_rng)
-        with autocast(parts.device, t_cfg.amp):
-            outputs = parts.batches.forward(model, x, parts.loss.with_age_years)
-        loss = parts.loss(outputs, target)
-        if not torch.isfinite(loss):
-            kept = (f"The last good checkpoint is {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists()
-                    else "No epoch had finished, so nothing is kept")
-            raise MaskclsError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}; stopped. {kept}. "
-                               "Lower train.lr or set train.clip_grad=1.0")
-        parts.scaler.scale(loss / t_cfg.accum_steps).backward()
-        if (step + 1) % t_cfg.accum_steps == 0:
+        updates = (step + 1) % t_cfg.accum_steps == 0
+        with grad_sync(parts.step, updates):
+            with autocast(parts.device, t_cfg.amp):
+                outputs = parts.step(x, with_age_years=parts.loss.with_age_years)
+            loss = parts.loss(outputs, target)
+            if not torch.isfinite(loss):
+                kept = (f"The last good checkpoint is {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists()
+                        else "No epoch had finished, so nothing is kept")
+                raise MaskclsError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}; stopped. {kept}. "
+                                   "Lower train.lr or set train.clip_grad=1.0")
+            parts.scaler.scale(loss / t_cfg.accum_steps).backward()
+        if updates:
             if t_cfg.clip_grad > 0:
                 parts.scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.clip_grad)
@@ -233,6 +246,7 @@ def train_one_epoch(parts: Parts, cfg: Config, epoch: int, run_dir: Path, progre
         batches += 1
         bar.set_postfix(loss=f"{loss_sum / batches:.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}",
                         img_s=f"{seen / (time.time() - started):.0f}")
+    loss_sum, seen, batches = summed(loss_sum, seen, batches)  # the epoch's figures over every process's share
     stats = {"train_loss": loss_sum / max(batches, 1), "lr": optimizer.param_groups[-1]["lr"],
              "train_img_s": seen / max(time.time() - started, 1e-9)}
     return stats, x
@@ -276,21 +290,25 @@ def report_epoch(row: dict, val: dict, epochs: int) -> None:
 
 
 def train(cfg: Config | None = None, resume: str | Path | None = None, on_epoch_end=None, progress: bool = True) -> dict:
-    """Train one run (or continue `resume`); return {'run_dir', 'best_macro_f1', 'best_epoch', ...}."""
-    run = open_run(cfg, resume)
-    try:
-        return run_epochs(run, on_epoch_end, progress)
-    except BaseException:
-        run.discard_if_unstarted()
-        raise
+    """Train one run (or continue `resume`); return {'run_dir', 'best_macro_f1', 'best_epoch', ...}.
+    Under torchrun every process calls it alike and they share the run."""
+    cfg = resumed_config(Path(resume)) if resume else cfg
+    # A device this machine lacks fails before any folder is made.
+    with process_group(pick_device(cfg.device)) as device:
+        run = open_run(cfg, resume, device)
+        try:
+            return run_epochs(run, device, on_epoch_end, progress and is_main_process())
+        except BaseException:
+            run.discard_if_unstarted()
+            raise
 
 
-def run_epochs(run: Run, on_epoch_end, progress: bool) -> dict:
+def run_epochs(run: Run, device: torch.device, on_epoch_end, progress: bool) -> dict:
     cfg, run_dir = run.cfg, run.run_dir
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
-    parts = build_parts(cfg, pick_device(cfg.device), progress)
+    parts = build_parts(cfg, device, progress)
     state = restore(parts, run.checkpoint)
     if run.checkpoint:
         log.info("resuming %s at epoch %d", run_dir, state.start_epoch)

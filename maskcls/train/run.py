@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import dump_config
 from ..errors import MaskclsError
 from ..fileio import atomic_write, atomic_write_text
+from .distributed import is_main_process
 
 
 def new_run_dir(out: str, name: str | None, config_name: str = "run") -> Path:
@@ -49,7 +50,8 @@ class MetricsLog:
     """metrics.csv, one row per epoch, rewritten whole (atomically) after each epoch.
 
     The rows also travel inside last.pt, so a resumed run restores exactly the rows of the
-    epochs its checkpoint holds, whichever of the two files a kill interrupted.
+    epochs its checkpoint holds, whichever of the two files a kill interrupted. Under torchrun
+    every process keeps the rows and the main process alone writes them.
     """
 
     def __init__(self, path: Path, rows: list[dict] | None = None):
@@ -62,7 +64,7 @@ class MetricsLog:
         self._write()
 
     def _write(self) -> None:
-        if not self.rows:
+        if not self.rows or not is_main_process():
             return
         with atomic_write(self.path, what="metrics table") as handle:
             writer = csv.DictWriter(handle, list(self.rows[-1]), extrasaction="ignore")
