@@ -7,6 +7,8 @@
 
 `maskcls predict FIT_DIR --data EVAL` applies the whole recipe. A fit is resumable: rerun the same
 command and finished members are skipped, an interrupted one resumes from its last epoch.
+Under torchrun the processes train each member together (train/distributed.py) and the main
+process alone writes the fit folder.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ from .errors import MaskclsError
 from .fileio import atomic_write_text
 from .infer.offsets import cross_fit_offsets
 from .infer.recipe import Member, Recipe, Vote, load_recipe, recipe_of_runs, save_recipe
+from .infer.runtime import pick_device
 from .infer.vote import fit_soft_weights, hard_vote, soft_vote
 from .metrics import macro_f1
 from .train import run_cv, train
+from .train.distributed import on_main, process_group
 
 FIT_SPEC = "fit.json"
 DONE = "done.json"
@@ -61,19 +65,22 @@ def open_fit(fit_dir: Path, recipe: Recipe, data: Path, overrides: list[str]) ->
 
 def train_member(member: Member, cfg: Config, run_dir: Path, progress: bool) -> dict:
     """Train (or resume) one member into run_dir and mark it done."""
+    resume = run_dir if on_main(has_started, member, run_dir) else None
     if member.folds:
-        resume = run_dir if (run_dir / "cv.yaml").is_file() else None
-        if resume is None and run_dir.exists():
-            shutil.rmtree(run_dir)  # made but never configured: nothing to keep
         result = run_cv(None if resume else cfg, member.folds, resume, progress=progress)
-    elif (run_dir / "last.pt").is_file():
-        result = train(resume=run_dir, progress=progress)
     else:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # started but never finished an epoch: nothing to keep
-        result = train(cfg, progress=progress)
-    atomic_write_text(run_dir / DONE, json.dumps(result, indent=2, default=str) + "\n", what="member summary")
+        result = train(None if resume else cfg, resume=resume, progress=progress)
+    on_main(atomic_write_text, run_dir / DONE, json.dumps(result, indent=2, default=str) + "\n", what="member summary")
     return result
+
+
+def has_started(member: Member, run_dir: Path) -> bool:
+    """Whether run_dir holds a start to resume (a CV's cv.yaml, a run's last.pt); a folder
+    made but never configured, or never through an epoch, is removed: nothing to keep."""
+    started = (run_dir / ("cv.yaml" if member.folds else "last.pt")).is_file()
+    if not started and run_dir.exists():
+        shutil.rmtree(run_dir)
+    return started
 
 
 def fit(recipe, data, out=None, overrides: list[str] | tuple = (), progress: bool = True) -> dict:
@@ -85,18 +92,20 @@ def fit(recipe, data, out=None, overrides: list[str] | tuple = (), progress: boo
     fit_dir = Path(out or Path("runs") / recipe.name)
     # Every member's config is built, and so checked, before the first one trains.
     configs = {m.name: member_config(m, data, fit_dir, overrides) for m in recipe.members if m.config}
-    open_fit(fit_dir, recipe, data, list(overrides))
-    todo = [m for m in recipe.members if m.config and not (fit_dir / "members" / m.name / DONE).is_file()]
-    if not todo and progress:
-        print(f"fit {fit_dir}: every member of recipe {recipe.name!r} is trained already; nothing to train", flush=True)
-    for number, member in enumerate(todo, 1):
-        if progress:
-            print(f"== member {member.name} ({number}/{len(todo)} to train): {member.config} {' '.join(member.overrides)}", flush=True)
-        train_member(member, configs[member.name], fit_dir / "members" / member.name, progress)
-    # Trained members are found beside the recipe; members given as runs keep their absolute path.
-    trained = [Member(name=m.name, run=f"members/{m.name}" if m.config else str(recipe.run_path(m).resolve())) for m in recipe.members]
-    fitted = recipe.replace(members=trained, home=fit_dir.resolve())
-    save_recipe(fitted, fit_dir / "recipe.yaml")
+    # Under torchrun the same processes train every member, on the first member's device.
+    with process_group(pick_device(next((c.device for c in configs.values()), "auto"))):
+        on_main(open_fit, fit_dir, recipe, data, list(overrides))
+        todo = [m for m in recipe.members if m.config and not (fit_dir / "members" / m.name / DONE).is_file()]
+        if not todo and progress:
+            print(f"fit {fit_dir}: every member of recipe {recipe.name!r} is trained already; nothing to train", flush=True)
+        for number, member in enumerate(todo, 1):
+            if progress:
+                print(f"== member {member.name} ({number}/{len(todo)} to train): {member.config} {' '.join(member.overrides)}", flush=True)
+            train_member(member, configs[member.name], fit_dir / "members" / member.name, progress)
+        # Trained members are found beside the recipe; members given as runs keep their absolute path.
+        trained = [Member(name=m.name, run=f"members/{m.name}" if m.config else str(recipe.run_path(m).resolve())) for m in recipe.members]
+        fitted = recipe.replace(members=trained, home=fit_dir.resolve())
+        on_main(save_recipe, fitted, fit_dir / "recipe.yaml")
     return {"fit_dir": str(fit_dir), "trained": [m.name for m in todo], "recipe": fitted,
             "members": {m.name: json.loads((fit_dir / "members" / m.name / DONE).read_text()) for m in recipe.members if m.config}}
 

@@ -8,7 +8,8 @@
     CV_DIR/summary.json       per-fold and OOF macro-F1 (mean +- std)
 
 An interrupted CV continues at the fold level: finished folds are skipped, a fold with a
-last.pt is resumed, a fold that never finished an epoch restarts.
+last.pt is resumed, a fold that never finished an epoch restarts. Under torchrun the processes
+train each fold together and the main process alone writes the CV folder.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ import pandas as pd
 from ..config import Config, dump_config, load_config
 from ..errors import MaskclsError
 from ..fileio import atomic_write, atomic_write_text
+from ..infer.runtime import pick_device
 from ..metrics import score
+from .distributed import is_main_process, on_main, process_group
 from .engine import train
 from .run import new_run_dir
 
@@ -38,34 +41,51 @@ def run_cv(cfg: Config | None = None, folds: int = 5, resume=None, progress: boo
         if folds < 2:
             raise MaskclsError(f"--folds {folds}: use at least 2 folds")
         cfg = cfg.updated({"data.folds": folds})
-        cv_dir = new_run_dir(cfg.out, cfg.name, f"cv{folds}-{cfg.model.backbone}")
-        atomic_write_text(cv_dir / "cv.yaml", dump_config(cfg))
-    try:
-        for fold in range(folds):
-            run_fold(cv_dir, cfg, fold, folds, progress)
-    except BaseException:
-        # A new CV that fails before any fold trained an epoch leaves nothing behind, so the
-        # corrected command can take the same name.
-        if not resume and not list(cv_dir.glob("fold*/last.pt")):
-            shutil.rmtree(cv_dir, ignore_errors=True)
-        raise
-    return collect_oof(cv_dir, folds)
+    with process_group(pick_device(cfg.device)):
+        if not resume:
+            cv_dir = on_main(start_cv_dir, cfg, folds)
+        try:
+            for fold in range(folds):
+                run_fold(cv_dir, cfg, fold, folds, progress)
+        except BaseException:
+            # A new CV that fails before any fold trained an epoch leaves nothing behind, so the
+            # corrected command can take the same name.
+            if not resume and is_main_process() and not list(cv_dir.glob("fold*/last.pt")):
+                shutil.rmtree(cv_dir, ignore_errors=True)
+            raise
+        return on_main(collect_oof, cv_dir, folds)
+
+
+def start_cv_dir(cfg: Config, folds: int) -> Path:
+    cv_dir = new_run_dir(cfg.out, cfg.name, f"cv{folds}-{cfg.model.backbone}")
+    atomic_write_text(cv_dir / "cv.yaml", dump_config(cfg))
+    return cv_dir
 
 
 def run_fold(cv_dir: Path, cfg: Config, fold: int, folds: int, progress: bool) -> None:
     """Train (or resume, or skip when done) one fold."""
     fold_dir = cv_dir / f"fold{fold}"
-    if (fold_dir / "done.json").is_file():
+    state = on_main(fold_state, fold_dir)
+    if state == "done":
         return
-    if (fold_dir / "last.pt").is_file():
+    if state == "started":
         result = train(resume=fold_dir, progress=progress)
     else:
-        if fold_dir.exists():
-            shutil.rmtree(fold_dir)  # started but never finished an epoch: nothing to keep
         if progress:
             print(f"== fold {fold + 1}/{folds}", flush=True)
         result = train(cfg.updated({"data.fold": fold, "out": str(cv_dir), "name": f"fold{fold}"}), progress=progress)
-    atomic_write_text(fold_dir / "done.json", json.dumps(result, indent=2) + "\n")
+    on_main(atomic_write_text, fold_dir / "done.json", json.dumps(result, indent=2) + "\n")
+
+
+def fold_state(fold_dir: Path) -> str:
+    """done, started (a last.pt to resume) or new; a fold that never finished an epoch is removed."""
+    if (fold_dir / "done.json").is_file():
+        return "done"
+    if (fold_dir / "last.pt").is_file():
+        return "started"
+    if fold_dir.exists():
+        shutil.rmtree(fold_dir)  # started but never finished an epoch: nothing to keep
+    return "new"
 
 
 def collect_oof(cv_dir: Path, folds: int) -> dict:
