@@ -75,7 +75,7 @@ def time_model(model: ServedModel, photos: list[bytes]) -> dict:
 
 def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
     """`maskcls serve` on a free loopback port, in its own process: clients and server do not share a GIL."""
-    process = subprocess.Popen([sys.executable, "-m", "maskcls", "serve", str(model_dir), "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "maskcls", "serve", str(model_dir), "--port", "0", "--int8"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # keeps the pipe drained

@@ -54,7 +54,7 @@ def cmd_export(args):
 def cmd_serve(args):
     from .serve.app import serve
 
-    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, int8=args.int8)
 
 
 def cmd_demo_data(args):
@@ -322,6 +322,8 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--host", default="127.0.0.1", help="address to bind; the default answers this machine only")
     command.add_argument("--port", type=int, default=8000)
     command.add_argument("--max-upload-mb", type=float, default=10)
+    command.add_argument("--int8", action="store_true", help="serve the export's int8 graphs (faster, and less accurate: "
+                                                             "see the README's export benchmark); default fp32")
 
     command = add_command(sub, "demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, "
                                                  "predict, evaluate")

@@ -36,8 +36,8 @@ def test_model_json_holds_what_a_server_needs(exported):
 
 def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_root):
     data, run = wide_root, cropped_run
-    assert ServedModel.load(exported).info["int8"]  # an int8 export serves its int8 graphs unless told otherwise
-    onnx, torch_model = ServedModel.from_export(exported, int8=False), ServedModel.load(run)
+    assert not ServedModel.load(exported).info["int8"]  # fp32 unless int8 is asked for: int8 costs accuracy
+    onnx, torch_model = ServedModel.load(exported), ServedModel.load(run)
     assert onnx.info["backend"] == "onnx" and torch_model.info["backend"] == "torch"
     photos = sorted((data / "eval" / "images").iterdir())[:3]
     for photo in photos:
@@ -46,8 +46,10 @@ def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_ro
         for fa, fb in zip(a["faces"], b["faces"], strict=True):
             assert fa["class_id"] == fb["class_id"]
             assert np.allclose(list(fa["mask"]["probs"].values()), list(fb["mask"]["probs"].values()), atol=1e-3)
-    int8 = ServedModel.from_export(exported, int8=True)
+    int8 = ServedModel.load(exported, int8=True)
     assert int8.info["int8"] and int8.predict(read_rgb(photos[0]))["faces"]
+    with pytest.raises(MaskclsError, match="int8 needs an exported model"):
+        ServedModel.load(run, int8=True)
 
 
 def test_export_refuses_to_overwrite_and_bad_folders(exported, cropped_run, tmp_path):

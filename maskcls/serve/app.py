@@ -184,14 +184,14 @@ def answer_photo(model, data: bytes, max_pixels: int) -> dict:
             "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])}}
 
 
-def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS) -> FastAPI:
-    """The service around `model`: a ServedModel, or a folder to load one from."""
+def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS, int8: bool = False) -> FastAPI:
+    """The service around `model`: a ServedModel, or a folder to load one from (its int8 graphs with `int8`)."""
     if not max_upload_mb > 0:
         raise MaskclsError(f"--max-upload-mb {max_upload_mb}: give a positive size in MB, e.g. 10")
     if isinstance(model, (str, Path)):
         from .model import ServedModel
 
-        model = ServedModel.load(model)
+        model = ServedModel.load(model, int8)
     cap = int(max_upload_mb * MEGABYTE)
     # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from swagger-ui-bundle.
     app = FastAPI(title="maskcls", version=str(model.info.get("model_id", "")), docs_url=None, redoc_url=None,
@@ -245,12 +245,12 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, log_level: str = "info"):
+def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, log_level: str = "info", int8: bool = False):
     """Everything `serve` does before it blocks: load the model, listen, say where. Returns the
     uvicorn server and its socket; `server.run(sockets=[sock])` answers until `server.should_exit`."""
     import uvicorn
 
-    app = create_app(model_dir, max_upload_mb)  # a bad model folder is one line before anything listens
+    app = create_app(model_dir, max_upload_mb, int8=int8)  # a bad model folder is one line before anything listens
     sock = listen(host, port)
     if host not in LOOPBACK:
         log.warning("listening on %s: the service has no authentication; anyone who can reach this address can use it", host)
@@ -260,7 +260,7 @@ def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
     return uvicorn.Server(uvicorn.Config(app, log_level=log_level)), sock
 
 
-def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10) -> None:
+def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, int8: bool = False) -> None:
     """Load the model, then answer on http://HOST:PORT/ until interrupted (port 0: any free one, printed)."""
-    server, sock = prepare(model_dir, host, port, max_upload_mb)
+    server, sock = prepare(model_dir, host, port, max_upload_mb, int8=int8)
     server.run(sockets=[sock])

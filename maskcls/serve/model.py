@@ -77,23 +77,28 @@ class ServedModel:
         self.crops = crops.pop()
 
     @classmethod
-    def load(cls, folder) -> ServedModel:
+    def load(cls, folder, int8: bool = False) -> ServedModel:
+        """An export's fp32 graphs (its int8 ones with `int8`), or a fit / run folder in PyTorch."""
         folder = Path(folder)
         if (folder / "model.json").is_file():
-            return cls.from_export(folder)
+            return cls.from_export(folder, int8)
+        if int8:
+            raise MaskclsError(f"{folder}: int8 needs an exported model; run `maskcls export {folder} --int8 --data DATA --out MODEL` "
+                               "and serve MODEL")
         if folder.is_dir() or folder.is_file():
             return cls.from_runs(folder)
         raise MaskclsError(f"{folder}: not found; pass a folder that `maskcls export` wrote, or a fit, ensemble or run folder")
 
     @classmethod
-    def from_export(cls, folder: Path, int8: bool | None = None) -> ServedModel:
+    def from_export(cls, folder: Path, int8: bool = False) -> ServedModel:
         try:
             spec = json.loads((folder / "model.json").read_text())
         except (OSError, ValueError) as exc:
             raise MaskclsError(f"{folder / 'model.json'}: unreadable ({exc}); export the model again") from None
         if spec.get("format") != MODEL_FORMAT:
             raise MaskclsError(f"{folder / 'model.json'}: not a maskcls model description; pass a folder that `maskcls export` wrote")
-        int8 = spec["int8"] if int8 is None else int8
+        if int8 and not spec["int8"]:
+            raise MaskclsError(f"{folder}: was exported without --int8; export it again with --int8 --data DATA, or serve its fp32 graphs")
         members = [[onnx_graph(folder, graph, int8) for graph in member["graphs"]] for member in spec["members"]]
         info = {"model_id": spec["model_id"], "recipe": spec["recipe"]["name"], "backend": "onnx", "int8": int8,
                 "members": [m["name"] for m in spec["members"]]}
