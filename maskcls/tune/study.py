@@ -244,6 +244,10 @@ def tune(config, space, trials: int, storage: str | None = None, study: str | No
     if study_dir.exists() and not study_dir.is_dir():
         raise MaskclsError(f"{study_dir}: is a file; --out takes a folder")
     overrides = tuple(o for o in overrides if not o.startswith(("out=", "name=")))
+    if not any(o.startswith("tracking=") for o in overrides):
+        # The study records every trial's epochs already; per-trial TensorBoard logs and figures
+        # would cost more than a probe trial's epochs. tracking=[tensorboard] brings them back.
+        overrides = ("tracking=[]", *overrides)
     probe_spec = StudySpec(name, str(config), overrides, SearchSpace(()), folds)
     base = probe_spec.base_config(study_dir)
     if not base.data.root:
