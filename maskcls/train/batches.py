@@ -22,11 +22,12 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, W
 
 from ..data.dataset import PhotoDataset, seeded_generator
 from ..data.mix import mix_batch
+from ..faces import face_boxes
 from ..fileio import atomic_write
 from ..infer.runtime import embed_files, predict_probs
 from ..labels import NUM_CLASSES
 from ..models.heads import class_probs
-from .distributed import gather_rows, local_batch_size, local_slice, on_main, shard
+from .distributed import barrier, gather_rows, local_batch_size, local_slice, on_main, shard, world_size
 
 FEATURE_BATCH_SIZE = 128
 # Changed whenever the same settings start to give other features (the face networks moved from
@@ -66,6 +67,9 @@ class ImageBatches:
         self.labels = train_images["label"].to_numpy()
         self.val_files = val_images["file"]
         local_batch_size(cfg.train.batch_size)  # a batch the processes can't share fails before any photo is read
+        if pre.crop != "none" and world_size() > 1:
+            face_boxes(shard(list(train_images["file"])), pre.detector)  # each process detects its part of the faces once
+            barrier()  # then every process finds them all in the detection cache
         self.dataset = PhotoDataset(train_images["file"], train_targets, pre, cfg.augment.preset, cfg.seed)
         self.epochs = cfg.train.epochs
         self.steps_per_epoch = max(1, len(self.dataset) // cfg.train.batch_size // cfg.train.accum_steps)

@@ -125,6 +125,11 @@ def on_main(fn, *args, **kwargs):
     return result
 
 
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
 def local_batch_size(batch_size: int) -> int:
     """This process's share of a global batch of `batch_size` photos."""
     world = world_size()
