@@ -207,8 +207,8 @@ def cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """SyncBatchNorm for CPU tensors, which torch's refuses (and DDP refuses it on a CPU): in
-    training, the mean and variance of every process's batch together, summed by all-reduces
+    """SyncBatchNorm for a CPU (torch's refuses CPU tensors, and DDP refuses it in a CPU model):
+    in training, the mean and variance of every process's batch together, summed by all-reduces
     that carry gradients, in two passes (mean, then the variance about it) as batch_norm does.
 
     Made from a BatchNorm layer, it shares that layer's parameters and statistics (so the
