@@ -2,10 +2,12 @@
 
 `train(cfg)` is what the CLI, cross-validation, recipes and a search all call:
 `open_run` (a new folder, or the one to resume) -> `build_parts` (data, model, batches,
-optimizer, scheduler, loss) -> per epoch `train_one_epoch`, `validate`, `save_epoch`.
+optimizer, scheduler, loss) -> per epoch `train_one_epoch`, `validate`, `Checkpoints.save_epoch`.
 One run = one folder holding config.yaml, git_commit.txt, metrics.csv, best.pt, last.pt and
-TensorBoard logs. Every epoch ends with an atomic last.pt, so a resume continues after a crash
-or kill -9 with the same model, optimizer, scheduler, EMA, scaler and RNG state.
+TensorBoard logs. An atomic last.pt follows the first epoch, the last, and at least every
+CHECKPOINT_EVERY_S between (every epoch, unless epochs take seconds, as a probe's do), so a
+resume continues after a crash or kill -9 with the same model, optimizer, scheduler, EMA,
+scaler and RNG state.
 
 Under torchrun every process runs this same loop on its share of each batch (distributed.py:
 `train.batch_size` stays the global batch); the main process alone writes the run folder.
@@ -43,6 +45,9 @@ from .run import MetricsLog, new_run_dir, write_run_files
 from .tracking import Tracker, check_backends
 
 log = logging.getLogger(__name__)
+# A probe's epochs take about a second; writing its frozen backbone with every one of them would
+# cost more than training, so a checkpoint waits this long unless the run ends first.
+CHECKPOINT_EVERY_S = 60.0
 
 
 def seed_everything(seed: int) -> None:
@@ -260,24 +265,38 @@ def validate(parts: Parts, cfg: Config, progress: bool) -> tuple[np.ndarray | No
     return val_probs, score(parts.val_images["label"].to_numpy(), val_probs.argmax(1))
 
 
-def save_epoch(run_dir: Path, parts: Parts, cfg: Config, epoch: int, val_probs, val: dict, improved: bool, state: Progress,
-               history: list) -> None:
-    """best.pt when the epoch improved, and always an atomic last.pt with everything a resume needs."""
-    if not is_main_process():
-        return
-    weights = {"model": parts.eval_model.state_dict(), "config": cfg.to_dict(), "preprocess": parts.pre.to_dict(),
-               "layout": parts.model.layout, "age_cuts": list(cfg.data.age_cuts), "epoch": epoch, "val": val}
-    if improved:
-        checkpoint.save(weights, run_dir / "best.pt")
-        if val_probs is not None:
-            with atomic_write(run_dir / "val_probs.npy", "wb", what="validation probabilities") as handle:
-                np.save(handle, val_probs)
-    checkpoint.save({
-        **weights, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(),
-        "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(),
-        "best_f1": state.best_f1, "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs, "history": history,
-    }, run_dir / "last.pt")
+class Checkpoints:
+    """best.pt and last.pt. last.pt follows a run's first epoch, its last, and any epoch that ends
+    CHECKPOINT_EVERY_S after the previous write; an improved epoch's weights wait in memory and
+    are written with it, so the two files always describe the same point of the run."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.written_at, self.best = run_dir, None, None
+
+    def save_epoch(self, parts: Parts, cfg: Config, epoch: int, val_probs, val: dict, improved: bool, state: Progress,
+                   history: list, final: bool) -> None:
+        if not is_main_process():
+            return
+        weights = {"model": parts.eval_model.state_dict(), "config": cfg.to_dict(), "preprocess": parts.pre.to_dict(),
+                   "layout": parts.model.layout, "age_cuts": list(cfg.data.age_cuts), "epoch": epoch, "val": val}
+        if improved:
+            self.best = ({**weights, "model": {k: v.detach().clone() for k, v in weights["model"].items()}}, val_probs)
+        if not (final or self.written_at is None or time.time() - self.written_at >= CHECKPOINT_EVERY_S):
+            return
+        if self.best is not None:
+            best, best_probs = self.best
+            checkpoint.save(best, self.run_dir / "best.pt")
+            if best_probs is not None:
+                with atomic_write(self.run_dir / "val_probs.npy", "wb", what="validation probabilities") as handle:
+                    np.save(handle, best_probs)
+            self.best = None
+        checkpoint.save({
+            **weights, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(),
+            "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(),
+            "best_f1": state.best_f1, "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs, "history": history,
+        }, self.run_dir / "last.pt")
+        self.written_at = time.time()
 
 
 def report_epoch(row: dict, val: dict, epochs: int) -> None:
@@ -314,6 +333,7 @@ def run_epochs(run: Run, device: torch.device, on_epoch_end, progress: bool) -> 
         log.info("resuming %s at epoch %d", run_dir, state.start_epoch)
     metrics_log = MetricsLog(run_dir / "metrics.csv", run.checkpoint["history"] if run.checkpoint else [])
     tracker = Tracker(run_dir, cfg.tracking if is_main_process() else [], cfg.to_dict())
+    checkpoints = Checkpoints(run_dir)
     try:
         for epoch in range(state.start_epoch, parts.batches.epochs):
             started = time.time()
@@ -326,12 +346,14 @@ def run_epochs(run: Run, device: torch.device, on_epoch_end, progress: bool) -> 
                    "train_img_s": stats["train_img_s"], "epoch_s": time.time() - started}
             metrics_log.append(row)
             track_epoch(tracker, parts, epoch, row, val, val_probs, improved, last_batch if epoch == state.start_epoch else None)
-            save_epoch(run_dir, parts, cfg, epoch, val_probs, val, improved, state, metrics_log.rows)
+            stopping = bool(cfg.train.early_stop) and state.stale_epochs >= cfg.train.early_stop
+            checkpoints.save_epoch(parts, cfg, epoch, val_probs, val, improved, state, metrics_log.rows,
+                                   final=stopping or epoch == parts.batches.epochs - 1)
             if progress:
                 report_epoch(row, val, parts.batches.epochs)
             if on_epoch_end:
                 on_epoch_end(epoch, row)
-            if cfg.train.early_stop and state.stale_epochs >= cfg.train.early_stop:
+            if stopping:
                 print(f"early stop: no macro-F1 gain for {state.stale_epochs} epochs", flush=True)
                 break
         tracker.hparams({k: str(v) for k, v in flat(cfg.to_dict()).items()}, {"hparam/best_macro_f1": state.best_f1})
