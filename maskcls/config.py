@@ -365,15 +365,20 @@ def parse_overrides(overrides: list[str]) -> dict:
 SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def resolve_config_path(path) -> Path:
-    """A file path as given, else a preset name: `demo` means configs/demo.yaml."""
-    path = Path(path)
+def named_yaml(name_or_path, local: Path, shipped: Path) -> Path | None:
+    """A file as given, else NAME.yaml in `local` (under the working folder) or in `shipped`."""
+    path = Path(name_or_path)
     if path.is_file():
         return path
-    for folder in (Path("configs"), SHIPPED_CONFIGS):
-        if (folder / f"{path}.yaml").is_file():
-            return folder / f"{path}.yaml"
-    return path
+    for folder in (local, shipped):
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return folder / f"{name_or_path}.yaml"
+    return None
+
+
+def resolve_config_path(path) -> Path:
+    """A file path as given, else a preset name: `demo` means configs/demo.yaml."""
+    return named_yaml(path, Path("configs"), SHIPPED_CONFIGS) or Path(path)
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:

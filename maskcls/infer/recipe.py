@@ -25,7 +25,7 @@ from typing import Literal
 
 import yaml
 
-from ..config import Section, check_value, config_section_from_dict, read_yaml_mapping
+from ..config import Section, check_value, config_section_from_dict, named_yaml, read_yaml_mapping
 from ..errors import MaskclsError
 from ..fileio import atomic_write_text
 from ..labels import NUM_CLASSES
@@ -158,11 +158,9 @@ def resolve_recipe_path(name_or_path) -> Path:
         return path / "recipe.yaml"
     if path.is_dir() and (path / "fit.json").is_file():
         raise MaskclsError(f"{path}: this fit has not finished (no recipe.yaml yet); rerun its `maskcls fit` command to finish it")
-    if path.is_file():
-        return path
-    for folder in (Path("configs") / "recipes", SHIPPED_RECIPES):
-        if (folder / f"{name_or_path}.yaml").is_file():
-            return folder / f"{name_or_path}.yaml"
+    found = named_yaml(name_or_path, Path("configs") / "recipes", SHIPPED_RECIPES)
+    if found is not None:
+        return found
     shipped = ", ".join(sorted(p.stem for p in SHIPPED_RECIPES.glob("*.yaml")))
     raise MaskclsError(f"{name_or_path}: no such recipe; pass a recipe YAML, a folder holding recipe.yaml, or one of {shipped}")
 

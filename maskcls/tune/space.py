@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, flat, read_yaml_mapping
+from ..config import Config, flat, named_yaml, read_yaml_mapping
 from ..errors import MaskclsError
 
 KINDS = ("float", "int", "categorical")
@@ -92,12 +92,9 @@ class SearchSpace:
 
 def resolve_space_path(name_or_path) -> Path:
     """A space file as given, else a shipped name: `cpu-fast` means configs/space/cpu-fast.yaml."""
-    path = Path(name_or_path)
-    if path.is_file():
+    path = named_yaml(name_or_path, Path("configs") / "space", SHIPPED_SPACES)
+    if path is not None:
         return path
-    for folder in (Path("configs") / "space", SHIPPED_SPACES):
-        if (folder / f"{name_or_path}.yaml").is_file():
-            return folder / f"{name_or_path}.yaml"
     shipped = ", ".join(sorted(p.stem for p in SHIPPED_SPACES.glob("*.yaml")))
     raise MaskclsError(f"{name_or_path}: no such search space; pass a YAML file or one of {shipped}")
 
