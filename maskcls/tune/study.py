@@ -22,6 +22,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..config import Config, flat, load_config, resolve_config_path
 from ..errors import MaskclsError
 from ..fileio import atomic_write_text
@@ -264,9 +266,11 @@ def tune(config, space, trials: int, storage: str | None = None, study: str | No
     write_study_file(study_dir, spec, url)
     for number in fail_dead_local_trials(handle, rdb):
         print(f"trial {number}: marked failed: its worker was killed before it finished", flush=True)
-    # Seeded TPE; a resumed study draws on from where it stands, not from the seed's first values again.
-    # Workers started at the same moment see the same study, so give each its own --seed.
-    handle.sampler = optuna.samplers.TPESampler(seed=seed + len(handle.trials))
+    # Seeded TPE; a resumed study draws on from where it stands, not from the seed's first values
+    # again. Both numbers enter the seed apart, so that workers with their own --seed never draw
+    # alike (seed + count would give seed 0 after one trial the seed 1 before it).
+    sampler_seed = int(np.random.SeedSequence([seed, len(handle.trials)]).generate_state(1)[0])
+    handle.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     objective = Objective(spec, base, study_dir / "trials", progress)
 
     def print_trial(study_, trial):
