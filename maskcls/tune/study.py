@@ -267,8 +267,7 @@ def tune(config, space, trials: int, storage: str | None = None, study: str | No
     for number in fail_dead_local_trials(handle, rdb):
         print(f"trial {number}: marked failed: its worker was killed before it finished", flush=True)
     # Seeded TPE; a resumed study draws on from where it stands, not from the seed's first values
-    # again. Both numbers enter the seed apart, so that workers with their own --seed never draw
-    # alike (seed + count would give seed 0 after one trial the seed 1 before it).
+    # again. The two numbers are mixed, not added, so workers with their own --seed never draw alike.
     sampler_seed = int(np.random.SeedSequence([seed, len(handle.trials)]).generate_state(1)[0])
     handle.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     objective = Objective(spec, base, study_dir / "trials", progress)
