@@ -115,8 +115,9 @@ def override_text(key: str, value) -> str:
 
 
 def portable_overrides(record: dict) -> list[str]:
-    """The study's own overrides, less what belongs to the machine it ran on."""
-    return [o for o in record["overrides"] if not o.startswith(("data.root=", "out=", "name="))]
+    """The study's own overrides, less what belongs to the machine it ran on and the trials'
+    tracking (a study logs none), so the best config tracks as its base config does."""
+    return [o for o in record["overrides"] if not o.startswith(("data.root=", "out=", "name=", "tracking="))]
 
 
 def best_config(record: dict, best) -> str:
