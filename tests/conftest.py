@@ -2,6 +2,8 @@
 fast training config (random-init resnet10t at 48 px) for engine tests."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -83,3 +85,17 @@ def kill_after_first_epoch(args, metrics_csv, timeout: float = 240) -> None:
 def cli(*args) -> subprocess.CompletedProcess:
     """`maskcls -q ARGS` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "maskcls", "-q", *map(str, args)], capture_output=True, text=True)
+
+
+def cli_here(*args) -> subprocess.CompletedProcess:
+    """`maskcls -q ARGS` through the CLI's own main() in this process: the same exit code and
+    output as `cli`, without a new interpreter's imports, for tests that check what a command says."""
+    from maskcls.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["-q", *map(str, args)])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    return subprocess.CompletedProcess(args, code or 0, out.getvalue(), err.getvalue())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli, tiny_config
+from conftest import cli, cli_here, tiny_config
 from PIL import Image
 
 from maskcls.cli import error_line
@@ -142,7 +142,7 @@ def test_failures_are_one_line(trained_run, demo_root, tmp_path, args, expected)
     (tmp_path / "broken" / "best.pt").write_bytes((trained_run / "best.pt").read_bytes()[:5000])
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     fill = {"data": demo_root, "tmp": tmp_path, "run": trained_run}
-    one_line_error(cli(*[a.format(**fill) for a in args]), expected.format(**fill))
+    one_line_error(cli_here(*[a.format(**fill) for a in args]), expected.format(**fill))
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cv").exists() and not (tmp_path / "s.csv").exists()
 
 
@@ -170,12 +170,12 @@ def test_overrides_go_before_or_after_flags_in_every_command(demo_root, tmp_path
     config = tmp_path / "tiny.yaml"
     config.write_text("model: {backbone: resnet10t, weights: none}\npreprocess: {size: 48}\ntrain: {epochs: 1, batch_size: 16}\n"
                       "data: {num_workers: 0}\ntracking: []\n")
-    first = cli("train", f"data.root={demo_root}", f"out={tmp_path / 'runs'}", "name=before", "--config", config)
+    first = cli_here("train", f"data.root={demo_root}", f"out={tmp_path / 'runs'}", "name=before", "--config", config)
     assert first.returncode == 0, first.stderr
-    cv = cli("cv", f"data.root={demo_root}", "--folds", "2", f"out={tmp_path / 'runs'}", "name=cvrun", "--config", config)
+    cv = cli_here("cv", f"data.root={demo_root}", "--folds", "2", f"out={tmp_path / 'runs'}", "name=cvrun", "--config", config)
     assert cv.returncode == 0, cv.stderr
     assert (tmp_path / "runs" / "before" / "best.pt").is_file() and (tmp_path / "runs" / "cvrun" / "oof_probs.npy").is_file()
-    stray = cli("check", demo_root, "train.lr=1")
+    stray = cli_here("check", demo_root, "train.lr=1")
     assert stray.returncode == 2 and "unrecognized arguments: train.lr=1" in stray.stderr
 
 
