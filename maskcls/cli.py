@@ -391,8 +391,8 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("maskcls: interrupted; a run continues with `maskcls train --resume RUN` (or `cv --resume CV_DIR`, "
-              "or the same `maskcls fit` command)", file=sys.stderr)
+        print("maskcls: interrupted; a run continues with `maskcls train --resume RUN` (or `cv --resume CV_DIR`; "
+              "a fit or a search with the same `maskcls fit` or `maskcls tune` command)", file=sys.stderr)
         return 130
     except Exception as exc:
         line = error_line(exc)
