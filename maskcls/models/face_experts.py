@@ -101,6 +101,7 @@ class FaceExperts(nn.Module):
             age_embedding, age_logits = self.age_net(self._input(rgb255, "age", self.age_size))
             gender_embedding, gender_logits = self.gender_net(self._input(rgb255, "gender", self.gender_size))
             age_log_probs = age_group_log_probs(age_logits, self.age_groups)
-            mask_logits = torch.zeros(len(x), 3, device=x.device)
+            # From a tensor, not len(x): an exported graph must take any number of faces, not the traced batch's.
+            mask_logits = torch.zeros_like(gender_logits[:, :1]).expand(-1, 3)
             logits = torch.cat([mask_logits, gender_logits[:, MALE_FEMALE], age_log_probs], dim=1)
             return torch.cat([age_embedding, gender_embedding], dim=1), logits, age_logits
