@@ -52,18 +52,11 @@ class StudySpec:
     space: SearchSpace
     folds: int | None
 
-    def base_config(self, study_dir: Path) -> Config:
-        return load_config(self.config, [*self.overrides, f"out={study_dir / 'trials'}", "name=base"])
-
     def identity(self, base: Config) -> dict:
         """What every worker on the study must agree on (machine-specific settings left out)."""
-        shared = {k: v for k, v in flat_config(base).items() if k not in MACHINE_KEYS}
+        shared = {k: v for k, v in flat(base.to_dict()).items() if k not in MACHINE_KEYS}
         return {"maskcls_space": self.space.fingerprint(), "maskcls_config": json.dumps(shared, sort_keys=True, default=str),
                 "maskcls_folds": self.folds or 0}
-
-
-def flat_config(cfg: Config) -> dict:
-    return flat(cfg.to_dict())
 
 
 def worker_id() -> str:
@@ -250,8 +243,7 @@ def tune(config, space, trials: int, storage: str | None = None, study: str | No
         # The study records every trial's epochs already; per-trial TensorBoard logs and figures
         # would cost more than a probe trial's epochs. tracking=[tensorboard] brings them back.
         overrides = ("tracking=[]", *overrides)
-    probe_spec = StudySpec(name, str(config), overrides, SearchSpace(()), folds)
-    base = probe_spec.base_config(study_dir)
+    base = load_config(config, [*overrides, f"out={study_dir / 'trials'}", "name=base"])
     if not base.data.root:
         raise MaskclsError("data.root is not set; pass data.root=PATH (the folder holding train/train.csv)")
     if not folds and not base.validates:
