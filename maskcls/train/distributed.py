@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from timm.layers import convert_sync_batchnorm
 from torch import nn
+from torch.distributed.nn.functional import all_reduce as all_reduce_with_grad  # its gradient is summed too
 
 from ..errors import MaskclsError
 
@@ -235,9 +236,9 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         shape = [1, -1] + [1] * (x.dim() - 2)
         values = x.to(torch.promote_types(x.dtype, torch.float32))  # statistics in float32 at least, as under autocast
         count = x.numel() // x.shape[1] * world_size()  # every process's share of a batch is the same size
-        mean = SumOverProcesses.apply(values.sum(dims)) / count
+        mean = all_reduce_with_grad(values.sum(dims)) / count
         centered = values - mean.view(shape)
-        var = SumOverProcesses.apply(centered.square().sum(dims)) / count
+        var = all_reduce_with_grad(centered.square().sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -248,20 +249,3 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return self.act(self.drop(out.to(x.dtype)))
-
-
-class SumOverProcesses(torch.autograd.Function):
-    """all_reduce(SUM) with its gradient: each process's input reaches every process's output,
-    so its gradient is the sum of all the output gradients."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
