@@ -21,7 +21,7 @@ from ..errors import MaskclsError
 from ..fileio import atomic_write, atomic_write_text
 from ..htmlpage import data_uri, escape, page, table
 from ..infer.recipe import SHIPPED_RECIPES
-from .study import describe_trial, open_storage, read_study_file
+from .study import count, describe_trial, open_storage, read_study_file
 
 # Optuna's matplotlib plots, in the page's order; each is skipped with its reason when the study
 # cannot draw it yet (importances need two finished trials that differ, say).
@@ -70,8 +70,8 @@ def write_report(study_dir, storage: str | None = None, force: bool = False) -> 
     atomic_write_text(staging / "best.yaml", config_text, what="best config")
     recipe = best_recipe(record, best)
     atomic_write_text(staging / "best-recipe.yaml", yaml.safe_dump(recipe, sort_keys=False), what="recipe")
-    header = (f"<p>{len(study.trials)} trials: {len(complete)} complete, {sum(t.state.name == 'PRUNED' for t in study.trials)} "
-              f"pruned, {sum(t.state.name == 'FAIL' for t in study.trials)} failed. Best: trial {best.number}, validation "
+    header = (f"<p>{len(study.trials)} trials: {len(complete)} complete, {count(study, ('PRUNED',))} "
+              f"pruned, {count(study, ('FAIL',))} failed. Best: trial {best.number}, validation "
               f"macro-F1 {best.value:.4f}. Its config is best.yaml; best-recipe.yaml is a recipe for <code>maskcls fit</code>.</p>")
     rows = [[f"<td>{t.number}</td>", f"<td>{t.state.name.lower()}</td>", f"<td>{'' if t.value is None else f'{t.value:.4f}'}</td>",
              f"<td>{escape(describe_trial(t).split(': ', 1)[1])}</td>"] for t in study.trials]
