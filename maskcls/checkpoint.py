@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import pickle
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,8 +66,11 @@ def load_model(path, device=None):
     cfg = config_from_dict(checkpoint["config"], where=f"{path}: ")
     model_cfg = cfg.model.replace(weights="none")  # the checkpoint carries the weights
     model, pre = build_model(model_cfg, cfg.preprocess, tuple(checkpoint["age_cuts"]))
-    if pre != Preprocess.from_dict(checkpoint["preprocess"]):
+    recorded = Preprocess.from_dict(checkpoint["preprocess"])
+    # The detector as recorded is the truth: a config from before a detector step existed rebuilds today's default.
+    if replace(pre, detector=recorded.detector) != recorded:
         raise MaskclsError(f"{path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
+    pre = recorded
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:

@@ -20,6 +20,7 @@ import yaml
 from .data.mix import MIX_MODES
 from .errors import MaskclsError
 from .faces import DetectorSettings
+from .faces.detect import MAX_REFINE_STEPS
 from .loss import check_loss_name
 from .models import MODES, check_model_config
 from .models.heads import HEAD_LAYOUTS
@@ -83,6 +84,10 @@ class PreprocessConfig(Section):
     crop_margin: float = field(default=0.1, metadata=bounds(ge=0, le=1))
     crop_thresholds: list[float] = field(default_factory=lambda: list(DetectorSettings.thresholds), metadata=bounds(length=3))
     crop_min_face: float = field(default=DetectorSettings.min_face, metadata=bounds(gt=0, lt=1))  # of the short side
+    # The low-threshold pass that runs when the first finds no face; null turns it off.
+    crop_rescue_thresholds: list[float] | None = field(default_factory=lambda: list(DetectorSettings.rescue_thresholds),
+                                                       metadata=bounds(length=3))
+    crop_refine_steps: int = field(default=DetectorSettings.refine_steps, metadata=bounds(ge=0, le=MAX_REFINE_STEPS))
 
 
 @dataclass(frozen=True)
@@ -297,8 +302,10 @@ def check_config(cfg: Config) -> Config:
     unknown_heads = sorted(set(cfg.train.head_weights) - set(HEAD_WEIGHT_KEYS))
     if unknown_heads:
         raise MaskclsError(f"train.head_weights: unknown head {unknown_heads[0]!r}; use {', '.join(HEAD_WEIGHT_KEYS)}")
-    if not all(0 < t < 1 for t in cfg.preprocess.crop_thresholds):
-        raise MaskclsError(f"preprocess.crop_thresholds={cfg.preprocess.crop_thresholds}: three detector scores between 0 and 1")
+    for key in ("crop_thresholds", "crop_rescue_thresholds"):
+        floors = getattr(cfg.preprocess, key)
+        if floors is not None and not all(0 < t < 1 for t in floors):
+            raise MaskclsError(f"preprocess.{key}={floors}: three detector scores between 0 and 1")
     check_loss_name(cfg.train.loss)
     check_model_config(cfg.model)
     if cfg.train.age_years_weight and not (cfg.model.face_experts or cfg.model.age_years):

@@ -50,6 +50,39 @@ def test_mtcnn_finds_unmasked_faces_in_wide_scenes(wide_root):
     assert hits >= len(rows) - 1
 
 
+def test_the_low_pass_runs_only_where_the_first_finds_nothing_and_finds_masked_faces(wide_root):
+    rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "0"]  # worn masks: the first pass misses most cartoons
+    chain, first_pass_only = FaceDetector(), FaceDetector(DetectorSettings(rescue_thresholds=None, refine_steps=0))
+    hits = {"chain": 0, "first pass only": 0}
+    for row in rows:
+        rgb = read_rgb(wide_root / "train" / "images" / row["path"])
+        truth = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+        face = chain.main_face(rgb)
+        assert (face.source == "mtcnn") == bool(chain.detect(rgb))
+        hits["chain"] += iou(face.box, truth) >= 0.5
+        hits["first pass only"] += iou(first_pass_only.main_face(rgb).box, truth) >= 0.5
+    assert hits["chain"] >= hits["first pass only"] + len(rows) // 6, hits
+
+
+def test_refinement_widens_a_box_on_the_upper_face_to_the_face(wide_root):
+    rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "2"][:6]
+    detector, unrefined = FaceDetector(), FaceDetector(DetectorSettings(refine_steps=0))
+    for row in rows:
+        x0, y0, x1, y1 = truth = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+        upper = ((x0 + x1) / 2 - 0.35 * (x1 - x0), y0, (x0 + x1) / 2 + 0.35 * (x1 - x0), y0 + 0.6 * (y1 - y0))  # brow and eyes
+        rgb = read_rgb(wide_root / "train" / "images" / row["path"])
+        assert iou(detector.refine(rgb, [upper])[0], truth) >= iou(upper, truth) + 0.15
+        assert np.array_equal(unrefined.refine(rgb, [upper]), np.array([upper]))
+
+
+def test_detector_settings_recorded_before_a_step_existed_keep_it_off():
+    before = {"detector": "mtcnn", "thresholds": [0.3, 0.4, 0.4], "min_face": 0.12, "pyramid_factor": 0.709}
+    settings = DetectorSettings.from_dict(before)
+    assert settings.rescue_thresholds is None and settings.refine_steps == 0
+    assert DetectorSettings.from_dict(DetectorSettings().to_dict()) == DetectorSettings()
+    assert DetectorSettings.from_dict({**before, "rescue_thresholds": None}).rescue_thresholds is None
+
+
 def test_fallback_chain_says_which_step_found_the_face():
     detector = FaceDetector()
     wall = np.full((200, 150, 3), 128, np.uint8)
@@ -116,7 +149,7 @@ def test_crop_command_writes_the_layout_and_a_box_table(wide_root, tmp_path):
     assert write_cropped_copy(source, out, margin=0.2, size=64, progress=False) == {"eval": 6 * 7}  # the command's own function
     assert (out / "eval" / "info.csv").read_bytes() == (source / "eval" / "info.csv").read_bytes()
     rows = list(csv.DictReader(open(out / "eval" / "crops.csv")))
-    assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "haar", "centre"}
+    assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "mtcnn-low", "haar", "centre"}
     assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (64, 64, 3)
     again = cli("crop", source, "--out", out)
     assert again.returncode == 2 and "not empty" in again.stderr and again.stderr.count("\n") == 1
@@ -128,6 +161,12 @@ def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_pa
 
     with pytest.raises(MaskclsError, match="crop_thresholds"):
         load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_thresholds=[0.5, 1.5, 0.5]"])
+    with pytest.raises(MaskclsError, match="crop_rescue_thresholds"):
+        load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_rescue_thresholds=[0, 0.1, 0.1]"])
+    with pytest.raises(MaskclsError, match="crop_refine_steps"):
+        load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_refine_steps=9"])
+    off = load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_rescue_thresholds=null", "preprocess.crop_refine_steps=0"])
+    assert Preprocess.from_config(off.preprocess, (0.5,) * 3, (0.5,) * 3).detector == DetectorSettings(rescue_thresholds=None, refine_steps=0)
     old = Preprocess.from_dict({"height": 64, "width": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
     assert old.crop == "none" and old.face_crop(np.zeros((9, 9, 3), np.uint8), None).shape == (9, 9, 3)
     cfg = tiny_config(wide_root, tmp_path, "preprocess.crop=mtcnn", "preprocess.crop_margin=0.3")

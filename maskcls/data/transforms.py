@@ -37,18 +37,22 @@ class Preprocess:
         mean, std = tuple(cfg.mean or backbone_mean), tuple(cfg.std or backbone_std)
         if cfg.crop == "none":  # margin and detector mean nothing without a crop; runs from before the crop compare equal
             return cls(int(height), int(width), mean, std)
-        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin,
-                   DetectorSettings(thresholds=tuple(cfg.crop_thresholds), min_face=cfg.crop_min_face))
+        rescue = cfg.crop_rescue_thresholds
+        detector = DetectorSettings(thresholds=tuple(cfg.crop_thresholds), min_face=cfg.crop_min_face,
+                                    rescue_thresholds=None if rescue is None else tuple(rescue), refine_steps=cfg.crop_refine_steps)
+        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector)
 
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "detector"}
-        return {**d, "detector": self.detector.to_dict()}
+        # Without a crop the detector plays no part, so a change to its defaults leaves such runs' records (and caches) alone.
+        return {**d, "detector": self.detector.to_dict() if self.crop != "none" else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
         # Runs recorded before the face crop existed have no crop keys: they were never cropped.
-        return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), d.get("crop", "none"),
-                   float(d.get("crop_margin", 0.0)), DetectorSettings.from_dict(d.get("detector")))
+        crop = d.get("crop", "none")
+        detector = DetectorSettings.from_dict(d.get("detector")) if crop != "none" else DetectorSettings()
+        return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), crop, float(d.get("crop_margin", 0.0)), detector)
 
     def face_crop(self, image: np.ndarray, face) -> np.ndarray:
         """The model's view of a photo whose main face is `face` (None when this run does not crop)."""

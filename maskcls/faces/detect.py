@@ -1,12 +1,19 @@
-"""Face detection with a fallback chain: MTCNN, then a Haar cascade, then a centre crop.
+"""Face detection with a fallback chain: MTCNN, MTCNN again at low thresholds, a Haar cascade,
+then a centre crop.
 
 MTCNN (facenet-pytorch, weights shipped in its wheel) finds almost every bare face, but a worn
 mask hides the nose and mouth its networks look for, so its default thresholds miss masked
 faces. The thresholds here are lower and the smallest face searched for is larger, both picked
 per mask state on wide stand-in scenes of train persons (bench/faces.py --sweep): the larger
 smallest face keeps false boxes on clutter from becoming the main face, which the lower
-thresholds would otherwise do, and it shortens the image pyramid. The README's benchmark
-section has the sweep and the eval figures.
+thresholds would otherwise do, and it shortens the image pyramid.
+
+Two steps go after the masked faces that pass still misses. When it finds nothing, a second
+pass at far lower floors runs ("mtcnn-low"): its false boxes matter little there, since the
+alternative is a cascade that rarely finds a masked face, or a guess. And every box goes back
+through O-net, which regresses a box towards the face it sees: on a masked face its first box
+often covers only the eyes and brow, and a second look from that box widens it to the face.
+The README's benchmark section has the figures.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import MaskclsError
+from .crop import crop_face, square_box
 
 DETECTORS = ("mtcnn",)
 # Last resort when no detector finds a face: a square of this fraction of the short side,
@@ -24,9 +32,14 @@ DETECTORS = ("mtcnn",)
 CENTRE_SIDE = 0.6
 CENTRE_HEIGHT = 0.4
 MIN_FACE_PIXELS = 20  # MTCNN's own default floor
+MAX_REFINE_STEPS = 5
+ONET_SIDE = 48  # O-net's input
+# What settings recorded before the second pass and the refinement meant: neither ran.
+BEFORE_RESCUE = {"rescue_thresholds": None, "refine_steps": 0}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
-CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS]}
+CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
+         "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS]}
 
 
 @dataclass(frozen=True)
@@ -37,12 +50,17 @@ class DetectorSettings:
     thresholds: tuple[float, float, float] = (0.3, 0.4, 0.4)  # P-, R- and O-net score floors
     min_face: float = 0.12  # smallest face searched for, as a fraction of the short side
     pyramid_factor: float = 0.709  # MTCNN's scale step between pyramid levels
+    rescue_thresholds: tuple[float, float, float] | None = (0.05, 0.1, 0.1)  # the second pass's floors; None: no second pass
+    refine_steps: int = 2  # O-net passes over each found box
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
             raise MaskclsError(f"face detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
-        if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
-            raise MaskclsError(f"detector thresholds {list(self.thresholds)}: give three scores between 0 and 1")
+        for name, floors in (("thresholds", self.thresholds), ("rescue thresholds", self.rescue_thresholds or (0.5,) * 3)):
+            if len(floors) != 3 or not all(0 < t < 1 for t in floors):
+                raise MaskclsError(f"detector {name} {list(floors)}: give three scores between 0 and 1")
+        if not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
+            raise MaskclsError(f"refine_steps={self.refine_steps}: give 0 to {MAX_REFINE_STEPS} O-net passes")
         if not 0 < self.min_face < 1 or not 0.3 <= self.pyramid_factor < 1:
             raise MaskclsError(f"min_face={self.min_face}, pyramid_factor={self.pyramid_factor}: min_face must lie in (0, 1), "
                                "pyramid_factor in [0.3, 1)")
@@ -52,8 +70,14 @@ class DetectorSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DetectorSettings:
-        d = d or {}
-        return cls(**{**d, "thresholds": tuple(d.get("thresholds", cls.thresholds))})
+        """Settings as a run recorded them. A key the record lacks is a step that did not exist
+        when it was written, so it stays off: the run is cropped as it was trained."""
+        if not d:
+            return cls()
+        d = {**BEFORE_RESCUE, **d}
+        rescue = d["rescue_thresholds"]
+        return cls(**{**d, "thresholds": tuple(d.get("thresholds", cls.thresholds)),
+                      "rescue_thresholds": None if rescue is None else tuple(rescue)})
 
 
 @dataclass(frozen=True)
@@ -76,25 +100,54 @@ class FaceDetector:
         self._mtcnn = None  # built on first use
         self._haar = None
         # Neither MTCNN nor a cascade may run in two threads at once; the service answers requests in threads.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        return self._mtcnn_pass(rgb, self.settings.thresholds, "mtcnn")
+
+    def find(self, rgb: np.ndarray) -> list[Face]:
+        found = self.detect(rgb)
+        if not found and self.settings.rescue_thresholds:
+            found = self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low")
+        return found or self.detect_haar(rgb)
+
+    def main_face(self, rgb: np.ndarray) -> Face:
+        found = self.find(rgb)
+        return found[0] if found else centre_face(*rgb.shape[:2])
+
+    def _mtcnn_pass(self, rgb: np.ndarray, thresholds, source: str) -> list[Face]:
         height, width = rgb.shape[:2]
         if min(height, width) < MIN_FACE_PIXELS:
             return []  # no face the networks can see fits, and the image pyramid would be empty
         with self._lock:
             mtcnn = self._network()
             mtcnn.min_face_size = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
+            mtcnn.thresholds = list(thresholds)
             boxes, scores = mtcnn.detect(rgb)
-        if boxes is None:
-            return []
+            if boxes is None:
+                return []
+            boxes = self.refine(rgb, boxes)
         # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
-        faces = [Face(tuple(float(v) for v in box), float(score), "mtcnn") for box, score in zip(boxes, scores, strict=True)]
+        faces = [Face(tuple(float(v) for v in box), float(score), source) for box, score in zip(boxes, scores, strict=True)]
         return sorted((f for f in faces if f.area > 0), key=lambda f: -f.area)
 
-    def main_face(self, rgb: np.ndarray) -> Face:
-        found = self.detect(rgb) or self.detect_haar(rgb)
-        return found[0] if found else centre_face(*rgb.shape[:2])
+    def refine(self, rgb: np.ndarray, boxes) -> np.ndarray:
+        """Each box (N x 4) after `refine_steps` more O-net regressions, each from the square around the last box."""
+        import torch
+
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        with self._lock:
+            onet = self._network().onet
+            for _ in range(self.settings.refine_steps):
+                squares = [square_box(box, 0.0) for box in boxes]
+                chips = np.stack([cv2.resize(crop_face(rgb, square, 0.0), (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
+                                  for square in squares])
+                chips = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125  # MTCNN's own scaling
+                with torch.inference_mode():
+                    offsets = onet(chips)[0].numpy()  # (x0, y0, x1, y1) moves in units of the square's side
+                squares = np.array(squares, dtype=np.float64)
+                boxes = squares + offsets * (squares[:, 2:3] - squares[:, 0:1])
+        return boxes
 
     def detect_haar(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]

@@ -123,7 +123,7 @@ class ServedModel:
         """Every face in an RGB photo (largest first) with its verdict, and where the time went."""
         started = time.perf_counter()
         if self.crops:
-            faces = self.detector.detect(rgb) or self.detector.detect_haar(rgb)
+            faces = self.detector.find(rgb)
         else:  # trained on whole photos: the whole photo is the one answer
             faces = [Face((0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])), 1.0, "none")]
         detected = time.perf_counter()
