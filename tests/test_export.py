@@ -64,3 +64,32 @@ def test_export_refuses_to_overwrite_and_bad_folders(exported, cropped_run, tmp_
     (tmp_path / "bad" / "model.json").write_text("{}")
     with pytest.raises(MaskclsError, match="not a maskcls model"):
         ServedModel.load(tmp_path / "bad")
+
+
+def test_same_padding_is_traced_as_constants_so_int8_cannot_shift_it(tmp_path):
+    import warnings
+
+    import onnx
+    import timm
+    import torch
+
+    from maskcls.serve.export import fixed_same_padding
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=4).eval()  # TF "same" padding
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        fixed = fixed_same_padding(model)
+        assert torch.allclose(fixed(x), expected, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(fixed, (x,), tmp_path / "m.onnx", input_names=["image"], dynamic_axes={"image": {0: "batch"}}, dynamo=False)
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    made_by = {out: node for node in graph.node for out in node.output}
+
+    def reads_the_photo(tensor: str) -> bool:
+        node = made_by.get(tensor)
+        return tensor == "image" if node is None else any(reads_the_photo(i) for i in node.input if i)
+
+    pads = [n for n in graph.node if n.op_type == "Pad"]
+    assert pads and not any(reads_the_photo(n.input[1]) for n in pads)  # no arithmetic on the photo's shape for a quantiser to touch

@@ -92,7 +92,7 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
 
 def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8: bool) -> tuple[dict, dict]:
     model, pre, _ = load_model(path, torch.device("cpu"))
-    graph_model = ProbsGraph(model, tta).eval()
+    graph_model = ProbsGraph(fixed_same_padding(model), tta).eval()
     sample = sample_inputs(pre, data, PARITY_PHOTOS)
     fp32 = folder / f"{stem}.onnx"
     # PyTorch's answer first: it also computes the face networks' resize matrices, which the trace then holds as constants.
@@ -127,6 +127,27 @@ def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8:
                    "argmax_agreement_int8": float((int8_probs.argmax(1) == expected.argmax(1)).mean())}
         graph["int8_file"] = quantized.name
     return graph, report
+
+
+def fixed_same_padding(model: nn.Module) -> nn.Module:
+    """`model` with timm's TF-style "same" convolutions padded by constants.
+
+    Those convolutions work their padding out from the input's size on every call. Traced, that
+    is a chain of float arithmetic inside the graph, and the int8 quantiser puts its quantise /
+    dequantise pairs on it like on any float tensor: the pads come out wrong and every layer after
+    the first strided convolution sees a shifted, cropped image. A graph's photo size is fixed, so
+    each pad is worked out once (timm's export variant does that on its first call) and traced as
+    a constant. The weights are shared, not copied."""
+    from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv2dSame):
+                static = Conv2dSameExport(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                          dilation=child.dilation, groups=child.groups, bias=child.bias is not None)
+                static.weight, static.bias = child.weight, child.bias
+                setattr(module, name, static)
+    return model
 
 
 def sample_inputs(pre, data, count: int, split: str = "eval") -> torch.Tensor:
