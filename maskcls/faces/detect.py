@@ -84,7 +84,7 @@ class DetectorSettings:
 class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the full photo
     score: float  # the detector's confidence; 0 for the centre fallback
-    source: str  # "mtcnn", "haar" or "centre": which step of the chain found it
+    source: str  # "mtcnn", "mtcnn-low", "haar" or "centre": which step of the chain found it
 
     @property
     def area(self) -> float:
