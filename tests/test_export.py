@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, cli_here
 
 from maskcls.errors import MaskclsError
 from maskcls.imageio import read_rgb
@@ -54,7 +54,7 @@ def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_ro
 
 def test_export_refuses_to_overwrite_and_bad_folders(exported, cropped_run, tmp_path):
     run = cropped_run
-    again = cli("export", run, "--out", exported)
+    again = cli_here("export", run, "--out", exported)
     assert again.returncode == 2 and "--force" in again.stderr
     with pytest.raises(MaskclsError, match="--data"):
         export_model(run, tmp_path / "m", int8=True)

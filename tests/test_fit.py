@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import cli, kill_after_first_epoch
+from conftest import cli, cli_here, kill_after_first_epoch
 
 from maskcls.errors import MaskclsError
 from maskcls.fit import fit, member_config
@@ -122,10 +122,10 @@ def test_a_bad_member_setting_fails_before_anything_trains(demo_root, tmp_path):
     recipe = yaml.safe_load(write_recipe(tmp_path / "r.yaml").read_text())
     recipe["members"][1]["overrides"].append("train.lrr=1")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    result = cli("fit", tmp_path / "r.yaml", "--data", demo_root, "--out", tmp_path / "fit")
+    result = cli_here("fit", tmp_path / "r.yaml", "--data", demo_root, "--out", tmp_path / "fit")
     assert result.returncode == 2 and result.stderr.strip().startswith("maskcls: error: unknown config key 'train.lrr'")
     assert "Traceback" not in result.stderr and not (tmp_path / "fit").exists()
-    missing = cli("fit", "no-such-recipe", "--data", demo_root)
+    missing = cli_here("fit", "no-such-recipe", "--data", demo_root)
     assert missing.returncode == 2 and "no-such-recipe: no such recipe" in missing.stderr and "cpu-best" in missing.stderr
 
 

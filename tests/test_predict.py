@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import cli_here, tiny_config
 from sklearn.metrics import adjusted_rand_score
 
 from maskcls.checkpoint import load_model
@@ -102,7 +102,7 @@ def test_check_submission_rejects(demo_root, tmp_path, edit, message):
 def test_check_submission_cli(demo_root, tmp_path):
     info = demo_root / "eval" / "info.csv"
     bad = _write(tmp_path / "bad.csv", pd.read_csv(info, dtype={"ImageID": str}).assign(ans=40))
-    result = subprocess.run([sys.executable, "-m", "maskcls", "check-submission", str(bad), "--info", str(info)], capture_output=True, text=True)
+    result = cli_here("check-submission", bad, "--info", info)
     assert result.returncode == 2 and "is not an integer class 0-17" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -142,10 +142,9 @@ def test_ensemble_fits_on_oof_and_predict_applies_it(cv_dir, trained_run, demo_r
            "--tune-offsets", "--tta", "hflip"]
     made = subprocess.run(cli, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    again = subprocess.run(cli, capture_output=True, text=True)  # an existing recipe is not replaced without --force
+    again = cli_here(*cli[4:])  # an existing recipe is not replaced without --force
     assert again.returncode == 2 and again.stderr.strip().endswith("recipe.yaml: exists; pass --force to replace it, or choose another --out")
-    result = subprocess.run([sys.executable, "-m", "maskcls", "-q", "predict", str(tmp_path / "ens"),
-                             "--data", str(demo_root / "eval"), "--out", str(tmp_path / "ens_sub.csv")], capture_output=True, text=True)
+    result = cli_here("predict", tmp_path / "ens", "--data", demo_root / "eval", "--out", tmp_path / "ens_sub.csv")
     assert result.returncode == 0, result.stderr
     assert "OK" in check_submission(tmp_path / "ens_sub.csv", demo_root / "eval" / "info.csv")
     meta = json.loads((tmp_path / "ens_sub.meta.json").read_text())

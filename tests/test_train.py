@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import kill_after_first_epoch
+from conftest import cli_here, kill_after_first_epoch
 
 from maskcls.checkpoint import load as load_checkpoint
 from maskcls.checkpoint import save as save_checkpoint
@@ -234,7 +234,7 @@ def test_train_cli_with_config_file_and_overrides(demo_root, tmp_path):
     assert result.returncode == 0, result.stderr
     saved = load_config(tmp_path / "runs" / "cli" / "config.yaml")
     assert saved.train.lr == pytest.approx(1e-3) and saved.model.backbone == "resnet10t"
-    bad = subprocess.run([sys.executable, "-m", "maskcls", "train", "--config", str(config), "train.lr"], capture_output=True, text=True)
+    bad = cli_here("train", "--config", config, "train.lr")
     assert bad.returncode == 2 and bad.stderr.strip() == "maskcls: error: override 'train.lr': write it as dotted.key=value, e.g. train.lr=0.001"
 
 
