@@ -92,8 +92,9 @@ class Face:
 
 
 class FaceDetector:
-    """`detect(rgb)` lists every face MTCNN finds (largest first); `main_face(rgb)` always
-    returns one: MTCNN's largest, else Haar's largest, else the centre crop of the top part."""
+    """`detect(rgb)` lists every face MTCNN's first pass finds (largest first); `find(rgb)` goes
+    down the chain (first pass, low-threshold pass, Haar) and lists the faces of the first step
+    that finds any; `main_face(rgb)` always returns one: find's largest, else the centre crop."""
 
     def __init__(self, settings: DetectorSettings | None = None):
         self.settings = settings or DetectorSettings()
