@@ -56,8 +56,8 @@ class DetectorSettings:
     def __post_init__(self):
         if self.detector not in DETECTORS:
             raise MaskclsError(f"face detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
-        for name, floors in (("thresholds", self.thresholds), ("rescue thresholds", self.rescue_thresholds or (0.5,) * 3)):
-            if len(floors) != 3 or not all(0 < t < 1 for t in floors):
+        for name, floors in (("thresholds", self.thresholds), ("rescue thresholds", self.rescue_thresholds)):
+            if floors is not None and (len(floors) != 3 or not all(0 < t < 1 for t in floors)):
                 raise MaskclsError(f"detector {name} {list(floors)}: give three scores between 0 and 1")
         if not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
             raise MaskclsError(f"refine_steps={self.refine_steps}: give 0 to {MAX_REFINE_STEPS} O-net passes")
