@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
     chain = {"rescue_thresholds": None if args.rescue == "none" else tuple(float(v) for v in args.rescue.split(",")),
              "refine_steps": args.refine_steps}
-    settings = DetectorSettings(thresholds=tuple(args.thresholds), min_face=args.min_face, pyramid_factor=args.factor, **chain)
+    settings = DetectorSettings(thresholds=args.thresholds, min_face=args.min_face, pyramid_factor=args.factor, **chain)
     if args.persons:  # --persons 0: score eval only, with the settings given
         train = sample(load(args.data, "train"), args.persons)
         print(f"train sample: {train['person'].nunique()} persons, {len(train)} photos from {args.data / 'train'}", flush=True)

@@ -37,9 +37,8 @@ class Preprocess:
         mean, std = tuple(cfg.mean or backbone_mean), tuple(cfg.std or backbone_std)
         if cfg.crop == "none":  # margin and detector mean nothing without a crop; runs from before the crop compare equal
             return cls(int(height), int(width), mean, std)
-        rescue = cfg.crop_rescue_thresholds
-        detector = DetectorSettings(thresholds=tuple(cfg.crop_thresholds), min_face=cfg.crop_min_face,
-                                    rescue_thresholds=None if rescue is None else tuple(rescue), refine_steps=cfg.crop_refine_steps)
+        detector = DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
+                                    rescue_thresholds=cfg.crop_rescue_thresholds, refine_steps=cfg.crop_refine_steps)
         return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector)
 
     def to_dict(self) -> dict:

@@ -54,6 +54,10 @@ class DetectorSettings:
     refine_steps: int = 2  # O-net passes over each found box
 
     def __post_init__(self):
+        # Floors arrive as lists from YAML and JSON records; as tuples the settings compare and hash as values.
+        for name in ("thresholds", "rescue_thresholds"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.detector not in DETECTORS:
             raise MaskclsError(f"face detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
         for name, floors in (("thresholds", self.thresholds), ("rescue thresholds", self.rescue_thresholds)):
@@ -74,10 +78,7 @@ class DetectorSettings:
         when it was written, so it stays off: the run is cropped as it was trained."""
         if not d:
             return cls()
-        d = {**BEFORE_RESCUE, **d}
-        rescue = d["rescue_thresholds"]
-        return cls(**{**d, "thresholds": tuple(d.get("thresholds", cls.thresholds)),
-                      "rescue_thresholds": None if rescue is None else tuple(rescue)})
+        return cls(**{**BEFORE_RESCUE, **d})
 
 
 @dataclass(frozen=True)
