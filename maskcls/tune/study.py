@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ FINISHED = ("COMPLETE", "PRUNED")
 MACHINE_KEYS = ("data.root", "data.num_workers", "out", "name", "device", "train.threads", "tracking")
 # A dead worker on another host stops beating; Optuna fails its trial after the grace period.
 HEARTBEAT_S, GRACE_S = 20, 120
+SCHEMA_RACE_TRIES = 3  # opening a new database, for workers that start together
 STUDY_FILE = "study.json"
 # This many failed trials in a row stop a worker: the config or the space is wrong, not one draw.
 FAILURES_IN_A_ROW = 5
@@ -81,7 +83,7 @@ def redact(url: str) -> str:
 def open_storage(url: str):
     """Optuna's RDB storage on `url`, or a one-line error saying why it cannot be reached."""
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # the pinned driver, not SQLAlchemy's default psycopg2
@@ -89,9 +91,17 @@ def open_storage(url: str):
     if url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        for attempt in range(SCHEMA_RACE_TRIES):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            except IntegrityError:
+                # Workers started together on an empty database race to create Optuna's tables, and
+                # PostgreSQL refuses the loser's CREATE TABLE; by the next try the tables are there.
+                if attempt == SCHEMA_RACE_TRIES - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise MaskclsError(f"{redact(url)}: cannot open the study storage ({reason}); check the URL, that the database "
