@@ -88,15 +88,14 @@ def background(rng) -> np.ndarray:
     return img
 
 
-def tile_alpha(size: int, box, rng) -> np.ndarray:
-    """Elliptical alpha around the face box (in tile pixels), feathered, and zero at the tile's edges."""
+def tile_alpha(size: int, rng) -> np.ndarray:
+    """The whole tile, feathered at its edges. A wide photo of a person shows the whole head, so
+    the tile's hair, ears and own background stay: cut to an ellipse around the face box, the
+    scene loses the hair the tight photo shows, a gender cue no crop can bring back."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    cx, cy, hw, hh = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
-    d = np.sqrt(((xx - cx) / (hw * rng.uniform(1.1, 1.3))) ** 2 + ((yy - cy) / (hh * rng.uniform(1.1, 1.3))) ** 2)
-    alpha = np.clip((1 + rng.uniform(0.15, 0.35) - d) / 0.25, 0, 1)
     feather = max(2.0, rng.uniform(0.03, 0.07) * size)
     edge = np.minimum(np.minimum(xx, size - xx), np.minimum(yy, size - yy)) / feather
-    alpha = alpha * np.clip(edge, 0, 1)
+    alpha = np.clip(edge, 0, 1)
     return (alpha * alpha * (3 - 2 * alpha))[..., None]  # smoothstep
 
 
@@ -114,7 +113,6 @@ def compose(tile: np.ndarray, box, rng) -> tuple[np.ndarray, tuple]:
     face = (ox + box[0] * s, oy + box[1] * s, ox + box[2] * s, oy + box[3] * s)
     fx, chin = (face[0] + face[2]) / 2, face[3]
     skin = np.median(tile[int(0.3 * tile.shape[0]) : int(0.4 * tile.shape[0]), : tile.shape[1] // 4].reshape(-1, 3), 0)
-    hair = np.median(tile[:8].reshape(-1, 3), 0) * rng.uniform(0.6, 1.0)
     # torso: shoulders (an ellipse) and the body below them, in a clothing colour with vertical shading
     body = np.zeros((HEIGHT, WIDTH), np.uint8)
     top = chin + rng.uniform(0.15, 0.45) * fh
@@ -130,10 +128,9 @@ def compose(tile: np.ndarray, box, rng) -> tuple[np.ndarray, tuple]:
     m = cv2.GaussianBlur(body[r0:], (0, 0), 1.5)[..., None].astype(np.float32) / 255
     img[r0:] += (cloth[r0:] - img[r0:]) * m
     cv2.rectangle(img, (int(fx - 0.22 * fw), int(chin - 0.2 * fh)), (int(fx + 0.22 * fw), int(top + axes[1] * 0.6)), (skin * 0.85).tolist(), -1)
-    cv2.ellipse(img, (int(fx), int(face[1] + 0.5 * fh)), (int(0.56 * fw), int(0.58 * fh)), 0, 0, 360, hair.tolist(), -1)
     # the face tile, blended in through its alpha
     big = cv2.resize(tile, (side, side), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC).astype(np.float32)
-    alpha = tile_alpha(side, [v * s for v in box], rng)
+    alpha = tile_alpha(side, rng)
     x0, y0, x1, y1 = max(0, ox), max(0, oy), min(WIDTH, ox + side), min(HEIGHT, oy + side)
     a, t = alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox], big[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + t * a

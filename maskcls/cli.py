@@ -37,7 +37,7 @@ def cmd_check(args):
 def cmd_crop(args):
     from .data.cropped import write_cropped_copy
 
-    counts = write_cropped_copy(args.data, args.out, args.margin, args.size, progress=not args.quiet)
+    counts = write_cropped_copy(args.data, args.out, args.margin, args.size, progress=not args.quiet, align=args.align)
     print(", ".join(f"{split}: {n} photos" for split, n in counts.items()), f"cropped into {args.out} (boxes in each split's crops.csv)")
 
 
@@ -230,7 +230,9 @@ def add_data_commands(sub) -> None:
     command = add_command(sub, "crop", cmd_crop, "a face-cropped copy of a data set in the same layout, with crops.csv (box, score, detector)")
     command.add_argument("data")
     command.add_argument("--out", required=True)
-    command.add_argument("--margin", type=float, default=0.1, help="grow the face box by this share of its side, each way")
+    command.add_argument("--margin", type=float, default=0.1, help="grow the crop by this share of its side, each way")
+    command.add_argument("--align", choices=["eyes", "box"], default="eyes",
+                         help="eyes: frame the face on its eyes, as the face networks' chips are (default); box: the square around the box")
     command.add_argument("--size", type=int, help="rescale each crop to SIZE x SIZE (default: keep its pixels)")
 
     command = add_command(sub, "eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")

@@ -19,7 +19,7 @@ import yaml
 
 from .data.mix import MIX_MODES
 from .errors import MaskclsError
-from .faces import DetectorSettings
+from .faces import CROP_ALIGNS, DetectorSettings
 from .faces.detect import MAX_REFINE_STEPS
 from .loss import check_loss_name
 from .models import MODES, check_model_config
@@ -29,6 +29,7 @@ from .scheduler import SCHEDULERS
 
 AugmentPreset = Literal["none", "light", "medium", "strong"]
 Crop = Literal["none", "mtcnn"]
+CropAlign = Literal[CROP_ALIGNS]
 HeadName = Literal[tuple(HEAD_LAYOUTS)]
 ModelMode = Literal[MODES]
 OptimizerName = Literal[tuple(OPTIMIZERS)]
@@ -80,7 +81,9 @@ class PreprocessConfig(Section):
     mean: list[float] | None = field(default=None, metadata=bounds(length=3))  # None: the backbone's
     std: list[float] | None = field(default=None, metadata=bounds(length=3))
     crop: Crop = "none"  # mtcnn: train and predict on the square face crop (see maskcls/faces)
-    # Grows the face box by this much of its side, each way; 0.1 scored best of 0.1-0.3 on a train holdout (bench/margin.py).
+    # eyes: the crop puts the eyes where the face networks' chips have them; box: the square around the detector's box.
+    crop_align: CropAlign = "eyes"
+    # Grows the crop by this much of its side, each way (with eyes: dlib's chip padding); picked on train persons (README).
     crop_margin: float = field(default=0.1, metadata=bounds(ge=0, le=1))
     crop_thresholds: list[float] = field(default_factory=lambda: list(DetectorSettings.thresholds), metadata=bounds(length=3))
     crop_min_face: float = field(default=DetectorSettings.min_face, metadata=bounds(gt=0, lt=1))  # of the short side

@@ -12,7 +12,8 @@ from conftest import cli, tiny_config
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.demo import FACE_WIDTH_SHARES
 from maskcls.data.transforms import Preprocess
-from maskcls.faces import DetectionCache, DetectorSettings, FaceDetector, crop_face, square_box
+from maskcls.faces import DetectionCache, DetectorSettings, Face, FaceDetector, align_face, crop_face, square_box
+from maskcls.faces.crop import CHIP_EYES
 from maskcls.faces.detect import centre_face
 from maskcls.imageio import read_rgb
 
@@ -76,8 +77,12 @@ def test_refinement_widens_a_box_on_the_upper_face_to_the_face(wide_root):
         x0, y0, x1, y1 = truth = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
         upper = ((x0 + x1) / 2 - 0.35 * (x1 - x0), y0, (x0 + x1) / 2 + 0.35 * (x1 - x0), y0 + 0.6 * (y1 - y0))  # brow and eyes
         rgb = read_rgb(wide_root / "train" / "images" / row["path"])
-        assert iou(detector.refine(rgb, [upper])[0], truth) >= iou(upper, truth) + 0.15
-        assert np.array_equal(unrefined.refine(rgb, [upper]), np.array([upper]))
+        boxes, points = detector.refine(rgb, [upper])
+        assert iou(boxes[0], truth) >= iou(upper, truth) + 0.15
+        bx0, by0, bx1, by1 = boxes[0]  # the eyes O-net saw lie in the upper half of the face it found
+        assert all(bx0 <= x <= bx1 and by0 <= y <= (by0 + by1) / 2 for x, y in points[0][:2]), (boxes[0], points[0])
+        same, no_points = unrefined.refine(rgb, [upper])
+        assert np.array_equal(same, np.array([upper])) and no_points is None
 
 
 def test_detector_settings_recorded_before_a_step_existed_keep_it_off():
@@ -106,6 +111,43 @@ def test_square_box_and_crop_pad_outside_the_photo():
     assert crop[-1, -1].tolist() == [0, 0, 0] and crop[0, 0].tolist() == [200, 200, 200]
 
 
+def test_the_eye_framing_puts_the_eyes_where_the_face_networks_chips_have_them():
+    import cv2
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    left, right = (150, 120), (210, 140)  # a tilted face
+    cv2.circle(image, left, 3, (255, 0, 0), -1)
+    cv2.circle(image, right, 3, (0, 255, 0), -1)
+    points = (right, left, (180, 170), (160, 200), (200, 210))  # the eyes in either order
+    for margin in (0.0, 0.2):
+        chip = align_face(image, points, margin)
+        side = chip.shape[0]
+        assert chip.shape == (side, side, 3)
+        expected = (np.asarray(CHIP_EYES) + margin) / (1 + 2 * margin) * side
+        for channel, eye in ((0, expected[0]), (1, expected[1])):
+            ys, xs = np.nonzero(chip[..., channel] > 100)
+            assert np.hypot(xs.mean() - eye[0], ys.mean() - eye[1]) < 1.0, (margin, channel)
+        # the chip keeps the photo's scale: the eyes are as far apart as in the photo
+        assert np.hypot(*(expected[1] - expected[0])) == pytest.approx(np.hypot(60, 20), abs=1.0)
+
+
+def test_the_framing_is_recorded_and_faces_without_landmarks_are_framed_on_their_box():
+    from maskcls.errors import MaskclsError
+
+    image = np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    eyes = Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3, "mtcnn", 0.1, DetectorSettings(), "eyes")
+    haar = Face((20.0, 30.0, 60.0, 70.0), 1.0, "haar")
+    assert np.array_equal(eyes.face_crop(image, haar), crop_face(image, haar.box, 0.1))
+    found = Face(haar.box, 0.9, "mtcnn", ((30.0, 45.0), (50.0, 45.0), (40.0, 55.0), (32.0, 62.0), (48.0, 62.0)))
+    assert np.array_equal(eyes.face_crop(image, found), align_face(image, found.landmarks, 0.1))
+    assert Preprocess.from_dict(eyes.to_dict()) == eyes
+    before = {k: v for k, v in eyes.to_dict().items() if k != "crop_align"}  # a run recorded before the eye framing
+    assert Preprocess.from_dict(before).crop_align == "box"
+    assert "crop_align" not in Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3).to_dict()  # no crop, no framing in the record
+    with pytest.raises(MaskclsError, match="crop_align"):
+        Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3, "mtcnn", 0.1, DetectorSettings(), "nose")
+
+
 def test_detection_cache_detects_changed_files_and_settings_only(wide_root, tmp_path):
     files = [str(wide_root / "train" / "images" / r["path"]) for r in faces_table(wide_root / "train")[:3]]
     cache = DetectionCache(root=tmp_path / "c")
@@ -113,6 +155,7 @@ def test_detection_cache_detects_changed_files_and_settings_only(wide_root, tmp_
     assert cache.detected == 3
     again = DetectionCache(root=tmp_path / "c")
     assert again.main_faces(files) == first and again.detected == 0
+    assert any(face.landmarks for face in first)  # the stored landmarks come back too, so an eye-framed crop needs no detection
     changed = tmp_path / "changed.png"
     changed.write_bytes(open(files[1], "rb").read())  # a renamed copy is the same photo
     renamed = DetectionCache(root=tmp_path / "c")
@@ -131,7 +174,7 @@ def test_detection_cache_detects_changed_files_and_settings_only(wide_root, tmp_
 def test_training_prediction_and_serving_see_the_same_crop(wide_root):
     from maskcls.serve.model import Graph
 
-    pre = Preprocess(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "mtcnn", 0.3)
+    pre = Preprocess(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "mtcnn", 0.3, DetectorSettings(), "eyes")
     files = [str(wide_root / "eval" / "images" / r["path"]) for r in faces_table(wide_root / "eval")[:4]]
     trained = PhotoDataset(files, np.zeros(len(files), int), pre, augment="none")  # a training dataset, augmentation off
     predicted = PhotoDataset(files, None, pre)
@@ -155,6 +198,8 @@ def test_crop_command_writes_the_layout_and_a_box_table(wide_root, tmp_path):
     assert (out / "eval" / "info.csv").read_bytes() == (source / "eval" / "info.csv").read_bytes()
     rows = list(csv.DictReader(open(out / "eval" / "crops.csv")))
     assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "mtcnn-low", "haar", "centre"}
+    assert all(len(r["landmarks"].split()) == 5 for r in rows if r["detector"].startswith("mtcnn"))
+    assert any(r["detector"].startswith("mtcnn") for r in rows)
     assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (64, 64, 3)
     again = cli("crop", source, "--out", out)
     assert again.returncode == 2 and "not empty" in again.stderr and again.stderr.count("\n") == 1
@@ -179,6 +224,7 @@ def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_pa
 
     _, pre = build_model(cfg.model, cfg.preprocess)
     assert Preprocess.from_dict(pre.to_dict()) == pre and pre.crop_margin == 0.3 and pre.detector == DetectorSettings()
+    assert pre.crop_align == "eyes"  # the default framing
 
 
 def test_persons_are_grouped_by_the_face_crop_even_at_the_photos_edge(wide_root, tmp_path):

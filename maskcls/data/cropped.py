@@ -1,9 +1,9 @@
 """`maskcls crop`: a face-cropped copy of a data set, in the same layout.
 
 Every photo listed in train/train.csv or eval/info.csv is detected (through the detection cache)
-and cut to the square face crop that training with `preprocess.crop=mtcnn` uses; the CSVs are
-copied unchanged, and crops.csv beside each split's images records box, score and which detector
-found it, so a doubtful crop can be looked up.
+and cut to the face crop that training with `preprocess.crop=mtcnn` uses (framed on the eyes or
+on the box); the CSVs are copied unchanged, and crops.csv beside each split's images records box,
+score, which detector found it and its landmarks, so a doubtful crop can be looked up.
 """
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ from pathlib import Path
 import cv2
 
 from ..errors import MaskclsError
-from ..faces import DetectorSettings, crop_face, face_boxes
+from ..faces import DetectorSettings, face_boxes
 from ..fileio import atomic_write
 from ..imageio import read_rgb
 from .layout import eval_folder, load_eval, load_train, train_folder
+from .transforms import Preprocess
 
-CROPS_HEADER = ["path", "x0", "y0", "x1", "y1", "score", "detector"]
+CROPS_HEADER = ["path", "x0", "y0", "x1", "y1", "score", "detector", "landmarks"]
 COPIED_CSVS = ("train.csv", "info.csv", "truth.csv", "meta.csv")
 
 
 def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, settings: DetectorSettings | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, align: str = "eyes") -> dict:
     """Crop every listed photo of `data` (train/ and eval/, whichever exist) into `out`; returns
     {split: number of photos}. `size` rescales each crop to size x size; None keeps its pixels."""
     data, out = Path(data), Path(out)
@@ -38,16 +39,18 @@ def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, 
         splits["eval"] = (eval_folder(data), [Path(f) for f in load_eval(data).files])
     if not splits:
         raise MaskclsError(f"{data}: holds neither train/train.csv nor eval/info.csv; point maskcls crop at a data set")
-    return {split: _crop_split(folder, files, out / split, margin, size, settings, progress) for split, (folder, files) in splits.items()}
+    # The crop is the one training and prediction make from a run's recorded preprocessing.
+    pre = Preprocess(1, 1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "mtcnn", margin, settings or DetectorSettings(), align)
+    return {split: _crop_split(folder, files, out / split, pre, size, progress) for split, (folder, files) in splits.items()}
 
 
-def _crop_split(folder: Path, files: list[Path], target: Path, margin, size, settings, progress) -> int:
-    faces = face_boxes(files, settings, progress)
+def _crop_split(folder: Path, files: list[Path], target: Path, pre: Preprocess, size, progress) -> int:
+    faces = face_boxes(files, pre.detector, progress)
     images_dir = folder / "images"
     rows = []
     for file, face in zip(files, faces, strict=True):
         relative = file.relative_to(images_dir)
-        crop = crop_face(read_rgb(file), face.box, margin)
+        crop = pre.face_crop(read_rgb(file), face)
         if size:
             crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
         destination = target / "images" / relative
@@ -56,7 +59,8 @@ def _crop_split(folder: Path, files: list[Path], target: Path, margin, size, set
         _, encoded = cv2.imencode(file.suffix.lower(), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         with atomic_write(destination, "wb", what="crop") as handle:
             handle.write(encoded.tobytes())
-        rows.append([relative.as_posix(), *(round(v, 1) for v in face.box), round(face.score, 4), face.source])
+        points = "" if face.landmarks is None else " ".join(f"{x:.1f},{y:.1f}" for x, y in face.landmarks)
+        rows.append([relative.as_posix(), *(round(v, 1) for v in face.box), round(face.score, 4), face.source, points])
     for name in COPIED_CSVS:
         if (folder / name).exists():
             shutil.copyfile(folder / name, target / name)

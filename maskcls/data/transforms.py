@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import MaskclsError
-from ..faces import DetectorSettings, crop_face
+from ..faces import CROP_ALIGNS, DetectorSettings, align_face, crop_face
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class Preprocess:
     crop: str = "none"  # "mtcnn": the square face crop, the same in training, prediction and serving
     crop_margin: float = 0.0
     detector: DetectorSettings = DetectorSettings()  # recorded, so a run is always cropped as it was trained
+    crop_align: str = "box"  # "eyes": framed on the eye landmarks, as the face networks' chips are (maskcls/faces/crop.py)
+
+    def __post_init__(self):
+        if self.crop_align not in CROP_ALIGNS:
+            raise MaskclsError(f"crop_align={self.crop_align!r}: choose one of {', '.join(CROP_ALIGNS)}")
 
     @classmethod
     def from_config(cls, cfg, backbone_mean, backbone_std) -> Preprocess:
@@ -39,23 +44,34 @@ class Preprocess:
             return cls(int(height), int(width), mean, std)
         detector = DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
                                     rescue_thresholds=cfg.crop_rescue_thresholds, refine_steps=cfg.crop_refine_steps)
-        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector)
+        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector, cfg.crop_align)
 
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "detector"}
-        # Without a crop the detector plays no part, so a change to its defaults leaves such runs' records (and caches) alone.
-        return {**d, "detector": self.detector.to_dict() if self.crop != "none" else None}
+        if self.crop == "none":
+            # Without a crop neither the detector nor the framing plays a part, so a change to their
+            # defaults leaves such runs' records (and caches) alone.
+            return {**{k: v for k, v in d.items() if k != "crop_align"}, "detector": None}
+        return {**d, "detector": self.detector.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        # Runs recorded before the face crop existed have no crop keys: they were never cropped.
+        # Runs recorded before the face crop existed have no crop keys: they were never cropped;
+        # those recorded before the eye framing were framed on the box.
         crop = d.get("crop", "none")
         detector = DetectorSettings.from_dict(d.get("detector")) if crop != "none" else DetectorSettings()
-        return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), crop, float(d.get("crop_margin", 0.0)), detector)
+        align = d.get("crop_align", "box") if crop != "none" else "box"
+        return cls(int(d["height"]), int(d["width"]), tuple(d["mean"]), tuple(d["std"]), crop, float(d.get("crop_margin", 0.0)),
+                   detector, align)
 
     def face_crop(self, image: np.ndarray, face) -> np.ndarray:
-        """The model's view of a photo whose main face is `face` (None when this run does not crop)."""
-        return image if face is None else crop_face(image, face.box, self.crop_margin)
+        """The model's view of a photo whose main face is `face` (None when this run does not crop).
+        A face without landmarks (Haar's, the centre guess) is framed on its box."""
+        if face is None:
+            return image
+        if self.crop_align == "eyes" and face.landmarks is not None:
+            return align_face(image, face.landmarks, self.crop_margin)
+        return crop_face(image, face.box, self.crop_margin)
 
 
 def _augmentations(preset: str, pre: Preprocess) -> list:

@@ -27,8 +27,9 @@ from .detect import CHAIN, DetectorSettings, Face, FaceDetector
 CACHE_ENV = "MASKCLS_CACHE"
 PARALLEL_FROM = 64  # photos to detect before worker processes pay for their start
 MAX_DETECT_WORKERS = 8
-SCHEMA = ("CREATE TABLE IF NOT EXISTS faces (settings TEXT, content TEXT, x0 REAL, y0 REAL, x1 REAL, y1 REAL, score REAL, source TEXT, "
-          "PRIMARY KEY (settings, content))")
+# The table's name changes with its columns: rows of an older table (no landmarks) are never read as faces without them.
+SCHEMA = ("CREATE TABLE IF NOT EXISTS main_faces (settings TEXT, content TEXT, x0 REAL, y0 REAL, x1 REAL, y1 REAL, score REAL, "
+          "source TEXT, landmarks TEXT, PRIMARY KEY (settings, content))")
 
 
 def cache_dir() -> Path:
@@ -81,9 +82,9 @@ class DetectionCache:
             stored = {}
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                rows = db.execute(f"SELECT content, x0, y0, x1, y1, score, source FROM faces WHERE settings = ? AND content IN "
-                                  f"({','.join('?' * len(chunk))})", [self.key, *chunk])
-                stored.update({row[0]: Face(tuple(row[1:5]), row[5], row[6]) for row in rows})
+                rows = db.execute(f"SELECT content, x0, y0, x1, y1, score, source, landmarks FROM main_faces WHERE settings = ? "
+                                  f"AND content IN ({','.join('?' * len(chunk))})", [self.key, *chunk])
+                stored.update({row[0]: Face(tuple(row[1:5]), row[5], row[6], _points(row[7])) for row in rows})
         missing = list(dict.fromkeys((f, k) for f, k in zip(files, keys, strict=True) if k not in stored))
         if missing:
             with self._connect() as db:
@@ -91,7 +92,8 @@ class DetectionCache:
                                       disable=not progress, leave=False):
                     stored[key] = face
                     self.detected += 1
-                    db.execute("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (self.key, key, *face.box, face.score, face.source))
+                    db.execute("INSERT OR REPLACE INTO main_faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (self.key, key, *face.box, face.score, face.source, json.dumps(face.landmarks)))
                     db.commit()  # one commit a photo: an interrupted pass keeps what it found
         return [stored[k] for k in keys]
 
@@ -104,6 +106,11 @@ class DetectionCache:
             return
         with multiprocessing.get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
             yield from pool.imap(_detect_one, [(self.settings, file, key) for file, key in missing], chunksize=8)
+
+
+def _points(stored: str | None) -> tuple[tuple[float, float], ...] | None:
+    points = json.loads(stored) if stored else None
+    return None if points is None else tuple((float(x), float(y)) for x, y in points)
 
 
 _detectors: dict = {}

@@ -86,6 +86,8 @@ class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the full photo
     score: float  # the detector's confidence; 0 for the centre fallback
     source: str  # "mtcnn", "mtcnn-low", "haar" or "centre": which step of the chain found it
+    # MTCNN's five points (x, y): the eyes, the nose tip, the mouth's corners; None from Haar and the centre crop.
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     @property
     def area(self) -> float:
@@ -125,19 +127,23 @@ class FaceDetector:
             mtcnn = self._network()
             mtcnn.min_face_size = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
             mtcnn.thresholds = list(thresholds)
-            boxes, scores = mtcnn.detect(rgb)
+            boxes, scores, landmarks = mtcnn.detect(rgb, landmarks=True)
             if boxes is None:
                 return []
-            boxes = self.refine(rgb, boxes)
+            boxes, landmarks = self.refine(rgb, boxes, landmarks)
         # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
-        faces = [Face(tuple(float(v) for v in box), float(score), source) for box, score in zip(boxes, scores, strict=True)]
+        faces = [Face(tuple(float(v) for v in box), float(score), source, tuple((float(x), float(y)) for x, y in points))
+                 for box, score, points in zip(boxes, scores, landmarks, strict=True)]
         return sorted((f for f in faces if f.area > 0), key=lambda f: -f.area)
 
-    def refine(self, rgb: np.ndarray, boxes) -> np.ndarray:
-        """Each box (N x 4) after `refine_steps` more O-net regressions, each from the square around the last box."""
+    def refine(self, rgb: np.ndarray, boxes, landmarks=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(boxes (N x 4), landmarks (N x 5 x 2)) after `refine_steps` more O-net passes, each
+        from the square around the last box; the landmarks are those of the last pass (the given
+        ones when no pass runs)."""
         import torch
 
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        landmarks = None if landmarks is None else np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
         with self._lock:
             onet = self._network().onet
             for _ in range(self.settings.refine_steps):
@@ -146,10 +152,13 @@ class FaceDetector:
                                   for square in squares])
                 chips = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125  # MTCNN's own scaling
                 with torch.inference_mode():
-                    offsets = onet(chips)[0].numpy()  # (x0, y0, x1, y1) moves in units of the square's side
+                    offsets, points, _ = (t.numpy() for t in onet(chips))
                 squares = np.array(squares, dtype=np.float64)
-                boxes = squares + offsets * (squares[:, 2:3] - squares[:, 0:1])
-        return boxes
+                side = squares[:, 2:3] - squares[:, 0:1]
+                boxes = squares + offsets * side  # (x0, y0, x1, y1) moves in units of the square's side
+                # O-net gives the five x's, then the five y's, as fractions of the square it saw.
+                landmarks = np.stack([squares[:, 0:1] + points[:, :5] * side, squares[:, 1:2] + points[:, 5:] * side], axis=2)
+        return boxes, landmarks
 
     def detect_haar(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
@@ -177,7 +186,3 @@ def centre_face(height: int, width: int) -> Face:
     cx, cy = width / 2, CENTRE_HEIGHT * height
     return Face((cx - side / 2, max(0.0, cy - side / 2), cx + side / 2, max(0.0, cy - side / 2) + side), 0.0, "centre")
 
-
-def _clipped(box, width: int, height: int) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)

@@ -116,7 +116,7 @@ class ServedModel:
 
     def describe(self) -> dict:
         pre = [graph.pre.to_dict() for graphs in self.members for graph in graphs]
-        return {**self.info, "preprocess": pre, "crop": {k: pre[0][k] for k in ("crop", "crop_margin", "detector")},
+        return {**self.info, "preprocess": pre, "crop": {k: pre[0].get(k) for k in ("crop", "crop_align", "crop_margin", "detector")},
                 "labels": [class_name(c) for c in range(NUM_CLASSES)]}
 
     def predict(self, rgb: np.ndarray) -> dict:
@@ -140,6 +140,7 @@ class ServedModel:
             m, g, a = decode(int(label))
             verdicts.append({
                 "box": [round(v, 1) for v in face.box], "score": round(face.score, 4), "detector": face.source,
+                "landmarks": None if face.landmarks is None else [[round(x, 1), round(y, 1)] for x, y in face.landmarks],
                 "class_id": int(label), "class_name": class_name(int(label)),
                 "mask": head(MASK_NAMES, m, mask[row]), "gender": head(GENDER_NAMES, g, gender[row]), "age": head(AGE_NAMES, a, age[row]),
             })
