@@ -250,10 +250,27 @@ def test_the_service_refuses_bad_settings_and_a_taken_port(tmp_path):
 
 
 def test_prepare_listens_on_loopback_by_default_and_says_where(cropped_run, capsys):
-    server, sock = service.prepare(cropped_run, port=0, max_upload_mb=3)
+    import threading
+    import time
+
+    import httpx
+
+    server, sock = service.prepare(cropped_run, port=0, max_upload_mb=3, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     try:
         host, port = sock.getsockname()[:2]
         assert host == "127.0.0.1" and port > 0
         assert f"at http://127.0.0.1:{port}/" in capsys.readouterr().out and server.config.app.state.model.info["backend"] == "torch"
+        thread.start()
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        with httpx.Client() as session:  # keeps its connection open while the server's side is looked at
+            assert session.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            accepted = [c.transport.get_extra_info("socket") for c in server.server_state.connections]
+            # Nagle's algorithm off on every connection: with it on, each answer waited out the client's delayed ACK (~40 ms).
+            assert accepted and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in accepted)
     finally:
+        server.should_exit = True
+        thread.join(10) if thread.is_alive() else None
         sock.close()

@@ -236,8 +236,10 @@ def listen(host: str, port: int) -> socket.socket:
     """A bound socket, so a taken port is one line from the CLI rather than uvicorn's exit."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        # With the protocol given, asyncio turns Nagle's algorithm off on each connection (it checks
+        # for IPPROTO_TCP); without it, every answer waited out the client's delayed ACK.
+        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
