@@ -51,7 +51,8 @@ class Preprocess:
         if self.crop == "none":
             # Without a crop neither the detector nor the framing plays a part, so a change to their
             # defaults leaves such runs' records (and caches) alone.
-            return {**{k: v for k, v in d.items() if k != "crop_align"}, "detector": None}
+            d.pop("crop_align")
+            return {**d, "detector": None}
         return {**d, "detector": self.detector.to_dict()}
 
     @classmethod

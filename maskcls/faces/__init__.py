@@ -1,8 +1,9 @@
 """Finding the face in a photo, and cropping it the same way in training, prediction and serving.
 
 Rooms: `detect` (MTCNN, then OpenCV's Haar cascade, then a centre crop of the top part, each
-result saying which one found it), `crop` (the square around the box or on the eyes, with a margin) and `cache` (detections
-stored by file content and detector settings, so a training set is detected once).
+result saying which one found it), `crop` (the square on the eyes or around the box, with a
+margin) and `cache` (detections stored by file content and detector settings, so a training set
+is detected once).
 """
 from .cache import DetectionCache, face_boxes
 from .crop import CROP_ALIGNS, align_face, crop_face, square_box

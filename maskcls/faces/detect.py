@@ -185,4 +185,3 @@ def centre_face(height: int, width: int) -> Face:
     side = CENTRE_SIDE * min(height, width)
     cx, cy = width / 2, CENTRE_HEIGHT * height
     return Face((cx - side / 2, max(0.0, cy - side / 2), cx + side / 2, max(0.0, cy - side / 2) + side), 0.0, "centre")
-
