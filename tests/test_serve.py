@@ -268,9 +268,10 @@ def test_prepare_listens_on_loopback_by_default_and_says_where(cropped_run, caps
         with httpx.Client() as session:  # keeps its connection open while the server's side is looked at
             assert session.get(f"http://127.0.0.1:{port}/health").status_code == 200
             accepted = [c.transport.get_extra_info("socket") for c in server.server_state.connections]
-            # Nagle's algorithm off on every connection: with it on, each answer waited out the client's delayed ACK (~40 ms).
+            # Nagle's algorithm off on every connection: with it on, each answer waited out the client's delayed ACK.
             assert accepted and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in accepted)
     finally:
         server.should_exit = True
-        thread.join(10) if thread.is_alive() else None
+        if thread.is_alive():
+            thread.join(10)
         sock.close()
