@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 from maskcls.config import load_config
+from maskcls.faces import CROP_ALIGNS
 from maskcls.train import train
-
-FRAMINGS = ("box", "eyes")
 
 
 def face_network_scores(data: Path, persons: int, margins) -> None:
@@ -42,7 +41,7 @@ def face_network_scores(data: Path, persons: int, margins) -> None:
     female, groups = images["gender"].to_numpy(), images["age_group"].to_numpy()
     print(f"\n== bench/margin.py --face-networks on {data}: {len(files)} photos of {persons} train persons, "
           f"{sum(f.landmarks is not None for f in faces)} with landmarks")
-    for align in FRAMINGS:
+    for align in CROP_ALIGNS:
         for margin in margins:
             pre = Preprocess(1, 1, (0.0,) * 3, (1.0,) * 3, "mtcnn", margin, DetectorSettings(), align)
             female_prob, years = networks.predict([pre.face_crop(rgb, face) for rgb, face in zip(photos, faces, strict=True)])
