@@ -124,62 +124,46 @@ def sweep(table: pd.DataFrame, chain: dict) -> DetectorSettings:
 
 
 def profile(settings: DetectorSettings, table: pd.DataFrame, photos: int = 30) -> None:
-    """Where one detection's time goes, by MTCNN stage: each stage's image resampling (the pyramid for
-    P-net, the box crops for R- and O-net), its network and its NMS, timed through wrappers and hooks."""
-    from facenet_pytorch.models.utils import detect_face as df
+    """Where one detection's time goes: the image pyramid, each network's runs, the box crops
+    for R- and O-net, the NMS, and the rest (box bookkeeping in Python), timed through wrappers."""
+    from maskcls.faces import mtcnn
 
     detector = FaceDetector(settings)
     images = [read_rgb(f) for f in table["file"].iloc[:photos]]
-    detector.detect(images[0])
-    net = detector._network()
-    spent, stage = {}, ["P"]
+    detector.find(images[0])
+    cascade = detector._network()
+    spent = {}
 
-    def add(key, seconds):
-        spent[key] = spent.get(key, 0.0) + seconds
-
-    def timed(fn, name):
+    def timed(fn, key):
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
             out = fn(*args, **kwargs)
-            key = {(24, 24): "R", (48, 48): "O"}.get(tuple(args[1]), "P") if name == "resample" else stage[0]
-            add(f"{key} {name}", time.perf_counter() - start)
+            name = key(*args) if callable(key) else key
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
             return out
         return wrapper
 
-    originals = {n: getattr(df, n) for n in ("imresample", "batched_nms", "batched_nms_numpy")}
-    df.imresample = timed(originals["imresample"], "resample")
-    df.batched_nms = timed(originals["batched_nms"], "nms")
-    df.batched_nms_numpy = timed(originals["batched_nms_numpy"], "nms")
-    hooks, begun = [], {}
-    def before(key):
-        def hook(module, inputs):
-            stage[0], begun[key] = key, time.perf_counter()
-        return hook
-
-    def after(key):
-        def hook(module, inputs, output):
-            add(f"{key} net", time.perf_counter() - begun[key])
-        return hook
-
-    for key, module in (("P", net.pnet), ("R", net.rnet), ("O", net.onet)):
-        hooks += [module.register_forward_pre_hook(before(key)), module.register_forward_hook(after(key))]
+    originals = {n: getattr(mtcnn, n) for n in ("_pyramid", "_chips", "nms")}
+    mtcnn._pyramid = timed(originals["_pyramid"], "pyramid")
+    mtcnn._chips = timed(originals["_chips"], lambda rgb, boxes, side: f"crops for {'R' if side == mtcnn.RNET_SIDE else 'O'}-net")
+    mtcnn.nms = timed(originals["nms"], "nms")
+    sessions = {n: getattr(cascade, n) for n in ("_pnet", "_rnet", "_onet")}
+    for name, session in sessions.items():
+        session.run = timed(session.run, f"{name[1].upper()}-net runs")
     start = time.perf_counter()
     try:
         for rgb in images:
-            stage[0] = "P"
-            detector.detect(rgb)
+            detector.find(rgb)
     finally:
         for name, fn in originals.items():
-            setattr(df, name, fn)
-        for hook in hooks:
-            hook.remove()
+            setattr(mtcnn, name, fn)
+        for session in sessions.values():
+            del session.run
     total = time.perf_counter() - start
-    print(f"\nprofile of {photos} train detections with {settings}: {1000 * total / photos:.1f} ms each")
-    for key in "PRO":
-        parts = {n: spent.get(f"{key} {n}", 0.0) for n in ("resample", "net", "nms")}
-        print(f"  {key}-net stage {1000 * sum(parts.values()) / photos:6.1f} ms ({sum(parts.values()) / total:5.1%}): "
-              + ", ".join(f"{n} {1000 * t / photos:.1f} ms" for n, t in parts.items()))
-    print(f"  rest (box bookkeeping in python, decode excluded) {1000 * (total - sum(spent.values())) / photos:.1f} ms")
+    print(f"\nprofile of {photos} train detections (FaceDetector.find) with {settings}: {1000 * total / photos:.1f} ms each")
+    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:18s} {1000 * seconds / photos:6.1f} ms ({seconds / total:5.1%})")
+    print(f"  rest (box bookkeeping in python, the refinement's crops; decode excluded) {1000 * (total - sum(spent.values())) / photos:.1f} ms")
 
 
 def main(argv=None) -> int:

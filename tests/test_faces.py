@@ -52,6 +52,35 @@ def test_mtcnn_finds_unmasked_faces_in_wide_scenes(wide_root):
     assert hits >= len(rows) - 1
 
 
+def test_the_onnx_cascade_finds_what_facenet_pytorchs_mtcnn_finds(wide_root):
+    """Same networks, same steps, another resampling: the boxes differ by a few pixels, never by a bias."""
+    from facenet_pytorch import MTCNN
+
+    from maskcls.faces.mtcnn import MTCNNCascade
+
+    settings = DetectorSettings()
+    reference = MTCNN(thresholds=list(settings.thresholds), factor=settings.pyramid_factor, keep_all=True, device="cpu")
+    cascade = MTCNNCascade()
+    agree, overlaps, edges, points = [], [], [], []
+    for row in faces_table(wide_root / "train"):
+        rgb = read_rgb(wide_root / "train" / "images" / row["path"])
+        reference.min_face_size = int(settings.min_face * min(rgb.shape[:2]))
+        boxes, _, landmarks = reference.detect(rgb, landmarks=True)
+        ours, scores, our_landmarks = cascade.detect(rgb, reference.min_face_size, settings.thresholds, settings.pyramid_factor)
+        agree.append((boxes is None) == (len(ours) == 0))
+        if boxes is None or not len(ours):
+            continue
+        assert ours.shape[1:] == (4,) and our_landmarks.shape[1:] == (5, 2) and 0 < scores.min() and scores.max() <= 1
+        best, our_best = np.argmax(boxes[:, 2] - boxes[:, 0]), np.argmax(ours[:, 2] - ours[:, 0])
+        side = float(boxes[best][2] - boxes[best][0])
+        overlaps.append(iou(boxes[best].astype(float), ours[our_best]))
+        edges.append((ours[our_best] - boxes[best].astype(float)) / side)
+        points.append((our_landmarks[our_best] - landmarks[best].astype(float)) / side)
+    assert len(overlaps) >= 30 and np.mean(agree) >= 0.85
+    assert np.mean(overlaps) >= 0.85 and np.median(np.abs(edges)) <= 0.05, (np.mean(overlaps), np.median(np.abs(edges)))
+    assert np.abs(np.mean(edges, axis=0)).max() <= 0.02 and np.abs(np.mean(points, axis=0)).max() <= 0.02  # no shift, no scaling
+
+
 def test_the_low_pass_runs_only_where_the_first_finds_nothing_and_finds_masked_faces(wide_root):
     rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "0"]  # worn masks: the first pass misses most cartoons
     detector = FaceDetector()

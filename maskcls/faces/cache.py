@@ -37,7 +37,7 @@ def cache_dir() -> Path:
 
 
 def settings_key(settings: DetectorSettings) -> str:
-    libraries = {"facenet-pytorch": version("facenet-pytorch"), "opencv": cv2.__version__}
+    libraries = {"facenet-pytorch": version("facenet-pytorch"), "opencv": cv2.__version__, "onnxruntime": version("onnxruntime")}
     blob = json.dumps({"settings": settings.to_dict(), "chain": CHAIN, "libraries": libraries}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

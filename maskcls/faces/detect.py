@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import MaskclsError
 from .crop import crop_face, square_box
+from .mtcnn import CASCADE, ONET_SIDE, MTCNNCascade
 
 DETECTORS = ("mtcnn",)
 # Last resort when no detector finds a face: a square of this fraction of the short side,
@@ -33,12 +34,11 @@ CENTRE_SIDE = 0.6
 CENTRE_HEIGHT = 0.4
 MIN_FACE_PIXELS = 20  # MTCNN's own default floor
 MAX_REFINE_STEPS = 5
-ONET_SIDE = 48  # O-net's input
 # What settings recorded before the second pass and the refinement meant: neither ran.
 BEFORE_RESCUE = {"rescue_thresholds": None, "refine_steps": 0}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
-CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
+CHAIN = {"cascade": CASCADE, "centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
          "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS]}
 
 
@@ -99,8 +99,9 @@ class FaceDetector:
     down the chain (first pass, low-threshold pass, Haar) and lists the faces of the first step
     that finds any; `main_face(rgb)` always returns one: find's largest, else the centre crop."""
 
-    def __init__(self, settings: DetectorSettings | None = None):
+    def __init__(self, settings: DetectorSettings | None = None, threads: int = 1):
         self.settings = settings or DetectorSettings()
+        self.threads = threads  # for MTCNN's networks: one suits a process per core, more speeds a single photo
         self._mtcnn = None  # built on first use
         self._haar = None
         # Neither MTCNN nor a cascade may run in two threads at once; the service answers requests in threads.
@@ -124,11 +125,9 @@ class FaceDetector:
         if min(height, width) < MIN_FACE_PIXELS:
             return []  # no face the networks can see fits, and the image pyramid would be empty
         with self._lock:
-            mtcnn = self._network()
-            mtcnn.min_face_size = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
-            mtcnn.thresholds = list(thresholds)
-            boxes, scores, landmarks = mtcnn.detect(rgb, landmarks=True)
-            if boxes is None:
+            min_face_size = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
+            boxes, scores, landmarks = self._network().detect(rgb, min_face_size, thresholds, self.settings.pyramid_factor)
+            if not len(boxes):
                 return []
             boxes, landmarks = self.refine(rgb, boxes, landmarks)
         # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
@@ -140,19 +139,15 @@ class FaceDetector:
         """(boxes (N x 4), landmarks (N x 5 x 2)) after `refine_steps` more O-net passes, each
         from the square around the last box; the landmarks are those of the last pass (the given
         ones when no pass runs)."""
-        import torch
-
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         landmarks = None if landmarks is None else np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
         with self._lock:
-            onet = self._network().onet
+            cascade = self._network()
             for _ in range(self.settings.refine_steps):
                 squares = [square_box(box, 0.0) for box in boxes]
                 chips = np.stack([cv2.resize(crop_face(rgb, square, 0.0), (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
                                   for square in squares])
-                chips = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125  # MTCNN's own scaling
-                with torch.inference_mode():
-                    offsets, points, _ = (t.numpy() for t in onet(chips))
+                offsets, points, _ = cascade.onet(chips)
                 squares = np.array(squares, dtype=np.float64)
                 side = squares[:, 2:3] - squares[:, 0:1]
                 boxes = squares + offsets * side  # (x0, y0, x1, y1) moves in units of the square's side
@@ -173,11 +168,9 @@ class FaceDetector:
         faces = [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, "haar") for x, y, w, h in found]
         return sorted(faces, key=lambda f: -f.area)
 
-    def _network(self):
+    def _network(self) -> MTCNNCascade:
         if self._mtcnn is None:
-            from facenet_pytorch import MTCNN  # torch-only; imported late, so importing maskcls stays light
-
-            self._mtcnn = MTCNN(thresholds=list(self.settings.thresholds), factor=self.settings.pyramid_factor, keep_all=True, device="cpu")
+            self._mtcnn = MTCNNCascade(self.threads)
         return self._mtcnn
 
 

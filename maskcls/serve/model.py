@@ -10,6 +10,7 @@ recipe's vote. A single photo has no person to pool with, so the vote is photo b
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from ..infer import Vote, combine
 from ..infer.probs import mask_and_gender_age
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name, decode
 from .export import MODEL_FORMAT, ProbsGraph, source_recipe
+
+# Threads for one photo's detection. MTCNN's networks are small: past a few threads the handoffs cost more than they give.
+DETECT_THREADS = 4
 
 
 class Graph:
@@ -70,7 +74,8 @@ class ServedModel:
         if len(detectors) != 1:
             raise MaskclsError("the members were trained with different face detector settings; serve them separately")
         # ONNX Runtime sessions and torch modules in eval mode serve threads at once; the detector locks itself.
-        self.detector = FaceDetector(detectors.pop())
+        # A request waits on its one photo's detection, so MTCNN's networks get the cores a photo can use.
+        self.detector = FaceDetector(detectors.pop(), threads=min(os.cpu_count() or 1, DETECT_THREADS))
         crops = {graph.pre.crop != "none" for graphs in members for graph in graphs}
         if len(crops) != 1:
             raise MaskclsError("some members were trained on face crops and some on whole photos; serve them separately")

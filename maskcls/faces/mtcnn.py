@@ -1,0 +1,180 @@
+"""MTCNN's cascade of three networks, run by ONNX Runtime, with its resampling done by OpenCV.
+
+The networks and their weights are facenet-pytorch's: they are exported to ONNX in memory when
+first needed, so nothing is downloaded. The steps are those of facenet-pytorch's `detect_face`.
+That function resamples the image pyramid and every candidate box with torch's area
+interpolation, one call per box, and runs the tiny networks through torch. At these sizes the
+per-call overhead is most of the cost, and on two cores it was most of a served request. So here:
+- the pyramid is built one level from the next with OpenCV's area filter;
+- candidate boxes are cut and resized with OpenCV;
+- the networks run in ONNX Runtime.
+The boxes agree with facenet-pytorch's up to those resampling differences; tests/test_faces.py
+compares the two on drawn scenes.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+
+CASCADE = "onnxruntime+opencv"  # names this implementation in the detection cache key: boxes differ slightly from facenet-pytorch's
+PNET_CELL, PNET_STRIDE = 12, 2  # P-net scores a 12-pixel window every 2 pixels of a pyramid level
+RNET_SIDE, ONET_SIDE = 24, 48
+LEVEL_NMS, PNET_NMS, RNET_NMS, ONET_NMS = 0.5, 0.7, 0.7, 0.7  # overlap limits; O-net's counts the smaller box
+
+
+def _session(net, side: int | None, outputs: tuple[str, ...], threads: int):
+    import onnxruntime as ort
+    import torch
+
+    sample = torch.zeros(2, 3, side or PNET_CELL * 4, side or PNET_CELL * 5)
+    axes = {"image": {0: "n"} if side else {0: "n", 2: "height", 3: "width"}}
+    graph = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter warns that a newer one exists; it handles these networks
+        torch.onnx.export(net.eval(), (sample,), graph, input_names=["image"], output_names=list(outputs),
+                          dynamic_axes=axes, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads would take the classifier's cores
+    options.log_severity_level = 3
+    return ort.InferenceSession(graph.getvalue(), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _normalise(images: np.ndarray) -> np.ndarray:
+    """uint8 NxHxWx3 -> float32 Nx3xHxW scaled as MTCNN was trained."""
+    return np.ascontiguousarray(((images.astype(np.float32) - 127.5) * 0.0078125).transpose(0, 3, 1, 2))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, limit: float, smaller: bool = False) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first. Overlap is the
+    intersection over the union, or over the smaller box when `smaller` (MTCNN's "Min")."""
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        width = np.maximum(0.0, np.minimum(x1[best], x1[rest]) - np.maximum(x0[best], x0[rest]) + 1)
+        height = np.maximum(0.0, np.minimum(y1[best], y1[rest]) - np.maximum(y0[best], y0[rest]) + 1)
+        inter = width * height
+        overlap = inter / (np.minimum(area[best], area[rest]) if smaller else area[best] + area[rest] - inter)
+        order = rest[overlap <= limit]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _regress(boxes: np.ndarray, offsets: np.ndarray, inclusive: bool = True) -> np.ndarray:
+    """Moves each box's edges by the network's offsets, in units of its width and height
+    (counted with both edge pixels when `inclusive`, as MTCNN does after R- and O-net)."""
+    size = np.stack([boxes[:, 2] - boxes[:, 0] + inclusive, boxes[:, 3] - boxes[:, 1] + inclusive] * 2, axis=1)
+    return boxes[:, :4] + offsets * size
+
+
+def _squares(boxes: np.ndarray) -> np.ndarray:
+    """The square with each box's centre and longer side."""
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(width, height)
+    x0 = boxes[:, 0] + width / 2 - side / 2
+    y0 = boxes[:, 1] + height / 2 - side / 2
+    return np.stack([x0, y0, x0 + side, y0 + side], axis=1)
+
+
+def _pyramid(rgb: np.ndarray, min_face_size: int, factor: float) -> list[tuple[float, np.ndarray]]:
+    """(scale, the photo at that scale) for P-net, from the scale at which the smallest face
+    searched for fills its window down to the one at which the photo does.
+
+    Each level is resampled with the area filter from the smallest of the photo's halvings that
+    is still larger. An exact halving is a cheap box filter, so each level is filtered at most
+    twice and stays close to one resampled from the photo itself, which would cost more than
+    all three networks together. Levels built each from the one above, filtered again and
+    again, drift further from it."""
+    height, width = rgb.shape[:2]
+    halvings = [rgb]
+    scale, levels = PNET_CELL / min_face_size, []
+    while min(height, width) * scale >= PNET_CELL:
+        size = (int(width * scale + 1), int(height * scale + 1))
+        while halvings[-1].shape[1] // 2 >= size[0] and halvings[-1].shape[0] // 2 >= size[1]:
+            last = halvings[-1]
+            halvings.append(cv2.resize(last, (last.shape[1] // 2, last.shape[0] // 2), interpolation=cv2.INTER_AREA))
+        source = next(h for h in reversed(halvings) if h.shape[1] >= size[0] and h.shape[0] >= size[1])
+        levels.append((scale, cv2.resize(source, size, interpolation=cv2.INTER_AREA)))
+        scale *= factor
+    return levels
+
+
+def _chips(rgb: np.ndarray, boxes: np.ndarray, side: int) -> np.ndarray:
+    """Each box cut from the photo (clipped to it, as MTCNN does) and resized to side x side."""
+    height, width = rgb.shape[:2]
+    cells = np.trunc(boxes).astype(np.int64)
+    chips = np.empty((len(boxes), side, side, 3), np.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(cells):
+        x0, y0 = max(x0, 1) - 1, max(y0, 1) - 1  # MTCNN's boxes count pixels from 1
+        patch = rgb[y0:min(y1, height), x0:min(x1, width)]
+        chips[i] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA) if patch.size else 0
+    return chips
+
+
+class MTCNNCascade:
+    """`detect(rgb, ...)` -> (boxes N x 4, scores N, landmarks N x 5 x 2) for a uint8 RGB photo;
+    `onet(chips)` -> (offsets N x 4, landmarks N x 10, face probability N) for 48 x 48 chips.
+    Not safe for two threads at once; FaceDetector holds a lock around it."""
+
+    def __init__(self, threads: int = 1):
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # the packaged weights load with the networks
+
+        self._pnet = _session(PNet(), None, ("offsets", "probs"), threads)
+        self._rnet = _session(RNet(), RNET_SIDE, ("offsets", "probs"), threads)
+        self._onet = _session(ONet(), ONET_SIDE, ("offsets", "landmarks", "probs"), threads)
+
+    def onet(self, chips: np.ndarray):
+        offsets, landmarks, probs = self._onet.run(None, {"image": _normalise(chips)})
+        return offsets, landmarks, probs[:, 1]
+
+    def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float):
+        empty = np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+        boxes = self._proposals(rgb, min_face_size, thresholds[0], factor)
+        if not len(boxes):
+            return empty
+        # R-net: keep the windows it calls faces, regressed to the face and squared.
+        squares = _squares(boxes)
+        offsets, probs = self._rnet.run(None, {"image": _normalise(_chips(rgb, squares, RNET_SIDE))})
+        passed = probs[:, 1] > thresholds[1]
+        squares, scores, offsets = squares[passed], probs[passed, 1], offsets[passed]
+        keep = nms(squares, scores, RNET_NMS)
+        boxes = _squares(_regress(squares[keep], offsets[keep]))
+        if not len(boxes):
+            return empty
+        # O-net: the final score, box and five landmarks.
+        offsets, points, scores = self.onet(_chips(rgb, boxes, ONET_SIDE))
+        passed = scores > thresholds[2]
+        boxes, offsets, points, scores = boxes[passed], offsets[passed], points[passed], scores[passed]
+        size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)
+        landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * size[:, None, :] + boxes[:, None, :2] - 1
+        boxes = _regress(boxes, offsets)
+        keep = nms(boxes, scores, ONET_NMS, smaller=True)
+        return boxes[keep], scores[keep], landmarks[keep]
+
+    def _proposals(self, rgb: np.ndarray, min_face_size: int, threshold: float, factor: float) -> np.ndarray:
+        """P-net's windows over the image pyramid, regressed: rows of x0, y0, x1, y1, score."""
+        found = []
+        for scale, level in _pyramid(rgb, min_face_size, factor):
+            offsets, probs = self._pnet.run(None, {"image": _normalise(level[None])})
+            rows, cols = np.nonzero(probs[0, 1] >= threshold)
+            if len(rows):
+                cells = np.stack([cols, rows], axis=1).astype(np.float64)
+                windows = np.hstack([np.floor((PNET_STRIDE * cells + 1) / scale),
+                                     np.floor((PNET_STRIDE * cells + PNET_CELL) / scale)])
+                scores = probs[0, 1, rows, cols].astype(np.float64)
+                regress = offsets[0][:, rows, cols].T
+                keep = nms(windows, scores, LEVEL_NMS)
+                found.append(np.hstack([windows[keep], scores[keep, None], regress[keep]]))
+        if not found:
+            return np.zeros((0, 5))
+        found = np.vstack(found)
+        found = found[nms(found[:, :4], found[:, 4], PNET_NMS)]
+        boxes = _regress(found[:, :4], found[:, 5:9], inclusive=False)
+        return np.hstack([boxes, found[:, 4:5]])
