@@ -73,7 +73,7 @@ def test_same_padding_is_traced_as_constants_so_int8_cannot_shift_it(tmp_path):
     import timm
     import torch
 
-    from maskcls.serve.export import fixed_same_padding
+    from maskcls.serve.export import fixed_same_padding, quantize
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=4).eval()  # TF "same" padding
     x = torch.rand(2, 3, 64, 64)
@@ -93,3 +93,12 @@ def test_same_padding_is_traced_as_constants_so_int8_cannot_shift_it(tmp_path):
 
     pads = [n for n in graph.node if n.op_type == "Pad"]
     assert pads and not any(reads_the_photo(n.input[1]) for n in pads)  # no arithmetic on the photo's shape for a quantiser to touch
+
+    # Quantised, each pad is merged into its convolution: no float step between int8 layers.
+    quantize(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", torch.rand(4, 3, 64, 64))
+    int8 = onnx.load(tmp_path / "m.int8.onnx").graph
+    made_by = {out: node for node in int8.node for out in node.output}
+    convs = [n for n in int8.node if n.op_type == "Conv"]
+    assert not [n for n in int8.node if n.op_type == "Pad"]
+    assert len(convs) == len([n for n in graph.node if n.op_type == "Conv"])
+    assert all(made_by[n.input[0]].op_type == "DequantizeLinear" for n in convs)

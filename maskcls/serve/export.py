@@ -193,8 +193,19 @@ def quantize(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
             return next(self.batches, None)
 
     ort.set_default_logger_severity(3)
-    prepared = int8.with_name(int8.stem + ".pre.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    optimised, prepared = int8.with_name(int8.stem + ".opt.onnx"), int8.with_name(int8.stem + ".pre.onnx")
+    # ONNX Runtime's basic optimiser folds the traced pad arithmetic into constants and merges each
+    # pad into its convolution. Left alone, each pad stays a float step between int8 layers, so the
+    # int8 graph dequantises and quantises again around every strided convolution. quant_pre_process
+    # would run that optimiser too, but with symbolic shape inference skipped it passes the model on
+    # unoptimised, so it runs here first.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(optimised)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(fp32), sess_options=options, providers=["CPUExecutionProvider"])
+    quant_pre_process(str(optimised), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+    optimised.unlink()
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser warns once per bias that is computed, not stored; the parity report says what matters
