@@ -67,8 +67,10 @@ def load_model(path, device=None):
     model_cfg = cfg.model.replace(weights="none")  # the checkpoint carries the weights
     model, pre = build_model(model_cfg, cfg.preprocess, tuple(checkpoint["age_cuts"]))
     recorded = Preprocess.from_dict(checkpoint["preprocess"])
-    # The detector as recorded is the truth: a config from before a detector step existed rebuilds today's default.
-    if replace(pre, detector=recorded.detector) != recorded:
+    # The record is the truth for what a config from before a setting existed rebuilds as today's
+    # default: the detector's steps, and the crop's framing.
+    before = {} if "crop_align" in checkpoint["config"].get("preprocess", {}) else {"crop_align": recorded.crop_align}
+    if replace(pre, detector=recorded.detector, **before) != recorded:
         raise MaskclsError(f"{path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
     pre = recorded
     try:

@@ -102,3 +102,22 @@ def test_same_padding_is_traced_as_constants_so_int8_cannot_shift_it(tmp_path):
     assert not [n for n in int8.node if n.op_type == "Pad"]
     assert len(convs) == len([n for n in graph.node if n.op_type == "Conv"])
     assert all(made_by[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+
+
+def test_a_checkpoint_from_before_the_eye_framing_loads_framed_on_the_box(cropped_run, tmp_path):
+    import torch
+
+    from maskcls.checkpoint import load, load_model
+
+    state = load(next(cropped_run.rglob("best.pt")))
+    recorded = state["preprocess"]["crop_align"]
+    _, pre, _ = load_model(next(cropped_run.rglob("best.pt")))
+    assert pre.crop_align == recorded
+    del state["config"]["preprocess"]["crop_align"], state["preprocess"]["crop_align"]  # as such a run wrote it
+    torch.save(state, tmp_path / "before.pt")
+    _, pre, _ = load_model(tmp_path / "before.pt")
+    assert pre.crop_align == "box"
+    state["config"]["preprocess"]["crop_align"] = "eyes"  # a config that says otherwise than the record is still refused
+    torch.save(state, tmp_path / "inconsistent.pt")
+    with pytest.raises(MaskclsError, match="inconsistent"):
+        load_model(tmp_path / "inconsistent.pt")
