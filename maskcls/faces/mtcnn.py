@@ -5,7 +5,8 @@ first needed, so nothing is downloaded. The steps are those of facenet-pytorch's
 That function resamples the image pyramid and every candidate box with torch's area
 interpolation, one call per box, and runs the tiny networks through torch. At these sizes the
 per-call overhead is most of the cost, and on two cores it was most of a served request. So here:
-- the pyramid is built one level from the next with OpenCV's area filter;
+- each pyramid level is resampled with OpenCV's area filter from the nearest larger halving of
+  the photo;
 - candidate boxes are cut and resized with OpenCV;
 - the networks run in ONNX Runtime.
 The boxes agree with facenet-pytorch's up to those resampling differences; tests/test_faces.py
