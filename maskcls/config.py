@@ -21,6 +21,7 @@ from .data.mix import MIX_MODES
 from .errors import MaskclsError
 from .faces import CROP_ALIGNS, DetectorSettings
 from .faces.detect import MAX_REFINE_STEPS
+from .faces.mtcnn import CASCADES
 from .loss import check_loss_name
 from .models import MODES, check_model_config
 from .models.heads import HEAD_LAYOUTS
@@ -30,6 +31,7 @@ from .scheduler import SCHEDULERS
 AugmentPreset = Literal["none", "light", "medium", "strong"]
 Crop = Literal["none", "mtcnn"]
 CropAlign = Literal[CROP_ALIGNS]
+CropCascade = Literal[CASCADES]
 HeadName = Literal[tuple(HEAD_LAYOUTS)]
 ModelMode = Literal[MODES]
 OptimizerName = Literal[tuple(OPTIMIZERS)]
@@ -91,6 +93,8 @@ class PreprocessConfig(Section):
     crop_rescue_thresholds: list[float] | None = field(default_factory=lambda: list(DetectorSettings.rescue_thresholds),
                                                        metadata=bounds(length=3))
     crop_refine_steps: int = field(default=DetectorSettings.refine_steps, metadata=bounds(ge=0, le=MAX_REFINE_STEPS))
+    # Which implementation runs MTCNN: this package's ONNX one, or facenet-pytorch's (slower; boxes a few pixels apart).
+    crop_cascade: CropCascade = DetectorSettings.cascade
 
 
 @dataclass(frozen=True)

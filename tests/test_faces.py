@@ -56,11 +56,11 @@ def test_the_onnx_cascade_finds_what_facenet_pytorchs_mtcnn_finds(wide_root):
     """Same networks, same steps, another resampling: the boxes differ by a few pixels, never by a bias."""
     from facenet_pytorch import MTCNN
 
-    from maskcls.faces.mtcnn import MTCNNCascade
+    from maskcls.faces.mtcnn import FacenetMTCNN, MTCNNCascade
 
     settings = DetectorSettings()
     reference = MTCNN(thresholds=list(settings.thresholds), factor=settings.pyramid_factor, keep_all=True, device="cpu")
-    cascade = MTCNNCascade()
+    cascade, facenet = MTCNNCascade(), FacenetMTCNN()
     agree, overlaps, edges, points = [], [], [], []
     for row in faces_table(wide_root / "train"):
         rgb = read_rgb(wide_root / "train" / "images" / row["path"])
@@ -71,6 +71,9 @@ def test_the_onnx_cascade_finds_what_facenet_pytorchs_mtcnn_finds(wide_root):
         if boxes is None or not len(ours):
             continue
         assert ours.shape[1:] == (4,) and our_landmarks.shape[1:] == (5, 2) and 0 < scores.min() and scores.max() <= 1
+        if not overlaps:  # what runs recorded before the ONNX cascade are cropped with: facenet-pytorch's boxes exactly
+            assert np.array_equal(facenet.detect(rgb, reference.min_face_size, settings.thresholds, settings.pyramid_factor)[0],
+                                  boxes.astype(np.float64))
         best, our_best = np.argmax(boxes[:, 2] - boxes[:, 0]), np.argmax(ours[:, 2] - ours[:, 0])
         side = float(boxes[best][2] - boxes[best][0])
         overlaps.append(iou(boxes[best].astype(float), ours[our_best]))
@@ -117,7 +120,10 @@ def test_refinement_widens_a_box_on_the_upper_face_to_the_face(wide_root):
 def test_detector_settings_recorded_before_a_step_existed_keep_it_off():
     before = {"detector": "mtcnn", "thresholds": [0.3, 0.4, 0.4], "min_face": 0.12, "pyramid_factor": 0.709}
     settings = DetectorSettings.from_dict(before)
-    assert settings.rescue_thresholds is None and settings.refine_steps == 0
+    assert settings.rescue_thresholds is None and settings.refine_steps == 0 and settings.cascade == "facenet-pytorch"
+    before_onnx = {k: v for k, v in DetectorSettings().to_dict().items() if k != "cascade"}
+    assert DetectorSettings.from_dict(before_onnx) == DetectorSettings(cascade="facenet-pytorch")
+    assert DetectorSettings().cascade == "onnxruntime"
     assert DetectorSettings.from_dict(DetectorSettings().to_dict()) == DetectorSettings()
     assert DetectorSettings.from_dict({**before, "rescue_thresholds": None}).rescue_thresholds is None
 
@@ -246,6 +252,10 @@ def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_pa
         load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_refine_steps=9"])
     off = load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_rescue_thresholds=null", "preprocess.crop_refine_steps=0"])
     assert Preprocess.from_config(off.preprocess, (0.5,) * 3, (0.5,) * 3).detector == DetectorSettings(rescue_thresholds=None, refine_steps=0)
+    facenet = load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_cascade=facenet-pytorch"])
+    assert Preprocess.from_config(facenet.preprocess, (0.5,) * 3, (0.5,) * 3).detector.cascade == "facenet-pytorch"
+    with pytest.raises(MaskclsError, match="crop_cascade"):
+        load_config(None, ["preprocess.crop=mtcnn", "preprocess.crop_cascade=dlib"])
     old = Preprocess.from_dict({"height": 64, "width": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
     assert old.crop == "none" and old.face_crop(np.zeros((9, 9, 3), np.uint8), None).shape == (9, 9, 3)
     cfg = tiny_config(wide_root, tmp_path, "preprocess.crop=mtcnn", "preprocess.crop_margin=0.3")

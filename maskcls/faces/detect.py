@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import MaskclsError
 from .crop import crop_face, square_box
-from .mtcnn import CASCADE, ONET_SIDE, MTCNNCascade
+from .mtcnn import CASCADES, ONET_SIDE, FacenetMTCNN, MTCNNCascade
 
 DETECTORS = ("mtcnn",)
 # Last resort when no detector finds a face: a square of this fraction of the short side,
@@ -34,11 +34,13 @@ CENTRE_SIDE = 0.6
 CENTRE_HEIGHT = 0.4
 MIN_FACE_PIXELS = 20  # MTCNN's own default floor
 MAX_REFINE_STEPS = 5
-# What settings recorded before the second pass and the refinement meant: neither ran.
-BEFORE_RESCUE = {"rescue_thresholds": None, "refine_steps": 0}
+# What settings recorded before a step existed meant: no second pass, no refinement, and
+# facenet-pytorch's own MTCNN (the ONNX cascade's boxes differ from it by a few pixels, which a
+# model trained on the box framing reads as another face).
+RECORDED_BEFORE = {"rescue_thresholds": None, "refine_steps": 0, "cascade": "facenet-pytorch"}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
-CHAIN = {"cascade": CASCADE, "centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
+CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
          "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS]}
 
 
@@ -52,6 +54,7 @@ class DetectorSettings:
     pyramid_factor: float = 0.709  # MTCNN's scale step between pyramid levels
     rescue_thresholds: tuple[float, float, float] | None = (0.05, 0.1, 0.1)  # the second pass's floors; None: no second pass
     refine_steps: int = 2  # O-net passes over each found box
+    cascade: str = "onnxruntime"  # which implementation runs MTCNN (maskcls/faces/mtcnn.py)
 
     def __post_init__(self):
         # Floors arrive as lists from YAML and JSON records; as tuples the settings compare and hash as values.
@@ -60,6 +63,8 @@ class DetectorSettings:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.detector not in DETECTORS:
             raise MaskclsError(f"face detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
+        if self.cascade not in CASCADES:
+            raise MaskclsError(f"MTCNN cascade {self.cascade!r}: choose one of {', '.join(CASCADES)}")
         for name, floors in (("thresholds", self.thresholds), ("rescue thresholds", self.rescue_thresholds)):
             if floors is not None and (len(floors) != 3 or not all(0 < t < 1 for t in floors)):
                 raise MaskclsError(f"detector {name} {list(floors)}: give three scores between 0 and 1")
@@ -78,7 +83,7 @@ class DetectorSettings:
         when it was written, so it stays off: the run is cropped as it was trained."""
         if not d:
             return cls()
-        return cls(**{**BEFORE_RESCUE, **d})
+        return cls(**{**RECORDED_BEFORE, **d})
 
 
 @dataclass(frozen=True)
@@ -168,9 +173,9 @@ class FaceDetector:
         faces = [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, "haar") for x, y, w, h in found]
         return sorted(faces, key=lambda f: -f.area)
 
-    def _network(self) -> MTCNNCascade:
+    def _network(self) -> MTCNNCascade | FacenetMTCNN:
         if self._mtcnn is None:
-            self._mtcnn = MTCNNCascade(self.threads)
+            self._mtcnn = MTCNNCascade(self.threads) if self.settings.cascade == "onnxruntime" else FacenetMTCNN()
         return self._mtcnn
 
 

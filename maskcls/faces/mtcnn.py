@@ -20,7 +20,7 @@ import warnings
 import cv2
 import numpy as np
 
-CASCADE = "onnxruntime+opencv"  # names this implementation in the detection cache key: boxes differ slightly from facenet-pytorch's
+CASCADES = ("onnxruntime", "facenet-pytorch")  # this module's cascade; facenet-pytorch's own, for runs trained on its crops
 PNET_CELL, PNET_STRIDE = 12, 2  # P-net scores a 12-pixel window every 2 pixels of a pyramid level
 RNET_SIDE, ONET_SIDE = 24, 48
 LEVEL_NMS, PNET_NMS, RNET_NMS, ONET_NMS = 0.5, 0.7, 0.7, 0.7  # overlap limits; O-net's counts the smaller box
@@ -179,3 +179,28 @@ class MTCNNCascade:
         found = found[nms(found[:, :4], found[:, 4], PNET_NMS)]
         boxes = _regress(found[:, :4], found[:, 5:9], inclusive=False)
         return np.hstack([boxes, found[:, 4:5]])
+
+
+class FacenetMTCNN:
+    """facenet-pytorch's own MTCNN behind the same two calls: runs recorded before the ONNX
+    cascade were trained on its crops, so they are cropped by it still."""
+
+    def __init__(self):
+        from facenet_pytorch import MTCNN
+
+        self._mtcnn = MTCNN(keep_all=True, device="cpu")
+
+    def onet(self, chips: np.ndarray):
+        import torch
+
+        inputs = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+        with torch.inference_mode():
+            offsets, landmarks, probs = (t.numpy() for t in self._mtcnn.onet(inputs))
+        return offsets, landmarks, probs[:, 1]
+
+    def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float):
+        self._mtcnn.min_face_size, self._mtcnn.thresholds, self._mtcnn.factor = min_face_size, list(thresholds), factor
+        boxes, scores, landmarks = self._mtcnn.detect(rgb, landmarks=True)
+        if boxes is None:
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+        return np.asarray(boxes, np.float64), np.asarray(scores, np.float64), np.asarray(landmarks, np.float64)
