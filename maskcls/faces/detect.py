@@ -1,9 +1,9 @@
 """Face detection with a fallback chain: MTCNN, MTCNN again at low thresholds, a Haar cascade,
 then a centre crop.
 
-MTCNN (facenet-pytorch, weights shipped in its wheel) finds almost every bare face, but a worn
-mask hides the nose and mouth its networks look for, so its default thresholds miss masked
-faces. The thresholds here are lower and the smallest face searched for is larger, both picked
+MTCNN (facenet-pytorch's networks and weights, run by ONNX Runtime: see mtcnn.py) finds almost
+every bare face, but a worn mask hides the nose and mouth its networks look for, so its default
+thresholds miss masked faces. The thresholds here are lower and the smallest face searched for is larger, both picked
 per mask state on wide stand-in scenes of train persons (bench/faces.py --sweep): the larger
 smallest face keeps false boxes on clutter from becoming the main face, which the lower
 thresholds would otherwise do, and it shortens the image pyramid.
@@ -79,8 +79,9 @@ class DetectorSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DetectorSettings:
-        """Settings as a run recorded them. A key the record lacks is a step that did not exist
-        when it was written, so it stays off: the run is cropped as it was trained."""
+        """Settings as a run recorded them. A key the record lacks did not exist when it was
+        written: its step stays off, and its MTCNN is facenet-pytorch's, so the run is cropped as
+        it was trained."""
         if not d:
             return cls()
         return cls(**{**RECORDED_BEFORE, **d})

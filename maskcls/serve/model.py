@@ -25,7 +25,7 @@ from ..infer.probs import mask_and_gender_age
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name, decode
 from .export import MODEL_FORMAT, ProbsGraph, source_recipe
 
-# Threads for one photo's detection. MTCNN's networks are small: past a few threads the handoffs cost more than they give.
+# A cap on the threads of one photo's detection: MTCNN's networks are too small to share among many cores.
 DETECT_THREADS = 4
 
 
