@@ -90,9 +90,9 @@ def _pyramid(rgb: np.ndarray, min_face_size: int, factor: float) -> list[tuple[f
 
     Each level is resampled with the area filter from the smallest of the photo's halvings that
     is still larger. An exact halving is a cheap box filter, so each level is filtered at most
-    twice and stays close to one resampled from the photo itself, which would cost more than
-    all three networks together. Levels built each from the one above, filtered again and
-    again, drift further from it."""
+    twice and stays close to one resampled from the photo itself, at a fraction of the cost of
+    reading the whole photo for every level. Levels built each from the one above, filtered
+    again and again, drift further from it."""
     height, width = rgb.shape[:2]
     halvings = [rgb]
     scale, levels = PNET_CELL / min_face_size, []
