@@ -1,7 +1,7 @@
 """Finding the face in a photo, and cropping it the same way in training, prediction and serving.
 
 Rooms: `detect` (MTCNN, then OpenCV's Haar cascade, then a centre crop of the top part, each
-result saying which one found it), `crop` (the square on the eyes or around the box, with a
+result saying which one found it), `mtcnn` (MTCNN's cascade run by ONNX Runtime), `crop` (the square on the eyes or around the box, with a
 margin) and `cache` (detections stored by file content and detector settings, so a training set
 is detected once).
 """
