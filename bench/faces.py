@@ -1,6 +1,7 @@
 """Face detection on wide scenes, per mask state: does the crop chain find the right face, and how fast?
 
     .venv/bin/python bench/faces.py --data WIDE_DIR [--persons 100] [--sweep] [--rescue T,T,T|none] [--refine-steps N] [--profile]
+        [--cascade onnxruntime|facenet-pytorch]
 
 WIDE_DIR holds train/ and eval/, each with images/ and a faces.csv (path,x0,y0,x1,y1,mask_state,
 box_source: the true face box of every photo), as bench/widen.py and `maskcls demo-data` write them.
@@ -26,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from maskcls.faces.detect import DetectorSettings, FaceDetector, centre_face  # noqa: E402
+from maskcls.faces.mtcnn import CASCADES  # noqa: E402
 from maskcls.imageio import read_rgb  # noqa: E402
 
 STATES = ("worn", "incorrect", "not worn")
@@ -180,13 +182,17 @@ def main(argv=None) -> int:
     parser.add_argument("--save", type=Path, help="write the eval photos' results (one row a photo) to this CSV")
     parser.add_argument("--min-face", type=float, default=DetectorSettings.min_face)
     parser.add_argument("--factor", type=float, default=DetectorSettings.pyramid_factor)
+    parser.add_argument("--cascade", default=DetectorSettings.cascade, choices=CASCADES,
+                        help="which MTCNN implementation runs (--profile times the onnxruntime one only)")
     args = parser.parse_args(argv)
+    if args.profile and args.cascade != "onnxruntime":
+        parser.error("--profile times the onnxruntime cascade's stages only")
     torch.set_num_threads(1)
     import cv2
 
     cv2.setNumThreads(1)
     chain = {"rescue_thresholds": None if args.rescue == "none" else tuple(float(v) for v in args.rescue.split(",")),
-             "refine_steps": args.refine_steps}
+             "refine_steps": args.refine_steps, "cascade": args.cascade}
     settings = DetectorSettings(thresholds=args.thresholds, min_face=args.min_face, pyramid_factor=args.factor, **chain)
     if args.persons:  # --persons 0: score eval only, with the settings given
         train = sample(load(args.data, "train"), args.persons)
