@@ -109,9 +109,10 @@ def test_a_checkpoint_from_before_the_eye_framing_loads_framed_on_the_box(croppe
 
     from maskcls.checkpoint import load, load_model
 
-    state = load(next(cropped_run.rglob("best.pt")))
+    checkpoint = next(cropped_run.rglob("best.pt"))
+    state = load(checkpoint)
     recorded = state["preprocess"]["crop_align"]
-    _, pre, _ = load_model(next(cropped_run.rglob("best.pt")))
+    _, pre, _ = load_model(checkpoint)
     assert pre.crop_align == recorded
     del state["config"]["preprocess"]["crop_align"], state["preprocess"]["crop_align"]  # as such a run wrote it
     torch.save(state, tmp_path / "before.pt")

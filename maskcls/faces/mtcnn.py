@@ -98,11 +98,11 @@ def _pyramid(rgb: np.ndarray, min_face_size: int, factor: float) -> list[tuple[f
     scale, levels = PNET_CELL / min_face_size, []
     while min(height, width) * scale >= PNET_CELL:
         size = (int(width * scale + 1), int(height * scale + 1))
+        # Levels shrink, so the last halving is always still larger than this level.
         while halvings[-1].shape[1] // 2 >= size[0] and halvings[-1].shape[0] // 2 >= size[1]:
             last = halvings[-1]
             halvings.append(cv2.resize(last, (last.shape[1] // 2, last.shape[0] // 2), interpolation=cv2.INTER_AREA))
-        source = next(h for h in reversed(halvings) if h.shape[1] >= size[0] and h.shape[0] >= size[1])
-        levels.append((scale, cv2.resize(source, size, interpolation=cv2.INTER_AREA)))
+        levels.append((scale, cv2.resize(halvings[-1], size, interpolation=cv2.INTER_AREA)))
         scale *= factor
     return levels
 
