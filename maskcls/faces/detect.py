@@ -3,10 +3,10 @@ then a centre crop.
 
 MTCNN (facenet-pytorch's networks and weights, run by ONNX Runtime: see mtcnn.py) finds almost
 every bare face, but a worn mask hides the nose and mouth its networks look for, so its default
-thresholds miss masked faces. The thresholds here are lower and the smallest face searched for is larger, both picked
-per mask state on wide stand-in scenes of train persons (bench/faces.py --sweep): the larger
-smallest face keeps false boxes on clutter from becoming the main face, which the lower
-thresholds would otherwise do, and it shortens the image pyramid.
+thresholds miss masked faces. The thresholds here are lower and the smallest face searched for
+is larger, both picked per mask state on wide stand-in scenes of train persons
+(bench/faces.py --sweep): the larger smallest face keeps false boxes on clutter from becoming
+the main face, which the lower thresholds would otherwise do, and it shortens the image pyramid.
 
 Two steps go after the masked faces that pass still misses. When it finds nothing, a second
 pass at far lower floors runs ("mtcnn-low"): its false boxes matter little there, since the

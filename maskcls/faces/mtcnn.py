@@ -68,11 +68,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, limit: float, smaller: bool = Fal
     return np.asarray(keep, dtype=np.int64)
 
 
+def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+
+
+def _sizes(boxes: np.ndarray, inclusive: bool = True) -> np.ndarray:
+    """Each box's width and height (N x 2), counted with both edge pixels when `inclusive`, as
+    MTCNN does after R- and O-net."""
+    return np.stack([boxes[:, 2] - boxes[:, 0] + inclusive, boxes[:, 3] - boxes[:, 1] + inclusive], axis=1)
+
+
 def _regress(boxes: np.ndarray, offsets: np.ndarray, inclusive: bool = True) -> np.ndarray:
-    """Moves each box's edges by the network's offsets, in units of its width and height
-    (counted with both edge pixels when `inclusive`, as MTCNN does after R- and O-net)."""
-    size = np.stack([boxes[:, 2] - boxes[:, 0] + inclusive, boxes[:, 3] - boxes[:, 1] + inclusive] * 2, axis=1)
-    return boxes[:, :4] + offsets * size
+    """Moves each box's edges by the network's offsets, in units of its width and height."""
+    return boxes[:, :4] + offsets * np.tile(_sizes(boxes, inclusive), 2)
 
 
 def _squares(boxes: np.ndarray) -> np.ndarray:
@@ -136,10 +144,9 @@ class MTCNNCascade:
         return offsets, landmarks, probs[:, 1]
 
     def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float):
-        empty = np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         boxes = self._proposals(rgb, min_face_size, thresholds[0], factor)
         if not len(boxes):
-            return empty
+            return _no_faces()
         # R-net: keep the windows it calls faces, regressed to the face and squared.
         squares = _squares(boxes)
         offsets, probs = self._rnet.run(None, {"image": _normalise(_chips(rgb, squares, RNET_SIDE))})
@@ -148,19 +155,18 @@ class MTCNNCascade:
         keep = nms(squares, scores, RNET_NMS)
         boxes = _squares(_regress(squares[keep], offsets[keep]))
         if not len(boxes):
-            return empty
+            return _no_faces()
         # O-net: the final score, box and five landmarks.
         offsets, points, scores = self.onet(_chips(rgb, boxes, ONET_SIDE))
         passed = scores > thresholds[2]
         boxes, offsets, points, scores = boxes[passed], offsets[passed], points[passed], scores[passed]
-        size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)
-        landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * size[:, None, :] + boxes[:, None, :2] - 1
+        landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * _sizes(boxes)[:, None, :] + boxes[:, None, :2] - 1
         boxes = _regress(boxes, offsets)
         keep = nms(boxes, scores, ONET_NMS, smaller=True)
         return boxes[keep], scores[keep], landmarks[keep]
 
     def _proposals(self, rgb: np.ndarray, min_face_size: int, threshold: float, factor: float) -> np.ndarray:
-        """P-net's windows over the image pyramid, regressed: rows of x0, y0, x1, y1, score."""
+        """P-net's windows over the image pyramid, regressed (x0, y0, x1, y1 rows); R-net scores them anew."""
         found = []
         for scale, level in _pyramid(rgb, min_face_size, factor):
             offsets, probs = self._pnet.run(None, {"image": _normalise(level[None])})
@@ -174,11 +180,10 @@ class MTCNNCascade:
                 keep = nms(windows, scores, LEVEL_NMS)
                 found.append(np.hstack([windows[keep], scores[keep, None], regress[keep]]))
         if not found:
-            return np.zeros((0, 5))
+            return np.zeros((0, 4))
         found = np.vstack(found)
         found = found[nms(found[:, :4], found[:, 4], PNET_NMS)]
-        boxes = _regress(found[:, :4], found[:, 5:9], inclusive=False)
-        return np.hstack([boxes, found[:, 4:5]])
+        return _regress(found[:, :4], found[:, 5:9], inclusive=False)
 
 
 class FacenetMTCNN:
@@ -202,5 +207,5 @@ class FacenetMTCNN:
         self._mtcnn.min_face_size, self._mtcnn.thresholds, self._mtcnn.factor = min_face_size, list(thresholds), factor
         boxes, scores, landmarks = self._mtcnn.detect(rgb, landmarks=True)
         if boxes is None:
-            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+            return _no_faces()
         return np.asarray(boxes, np.float64), np.asarray(scores, np.float64), np.asarray(landmarks, np.float64)
