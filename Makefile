@@ -19,10 +19,12 @@ demo: setup
 # The browser test drives Debian's Chromium, the search test a PostgreSQL server: the scripts install
 # them where they are missing (apt, as root), with-postgres.sh runs the suite beside a throwaway
 # server and stops it afterwards; where either cannot be had, they say loudly which test will skip.
-# The slowest tests are listed at the end: the suite must stay under CI's ten minutes.
+# Two workers share the machine's two cores (pytest-xdist), a test file each at a time, so a
+# file's fixtures are built once. The slowest tests are listed at the end: the suite must stay
+# under CI's ten minutes.
 test: setup
 	sh tools/browser-deps.sh
-	sh tools/with-postgres.sh $(PY) -m pytest -q -rs --durations=12 tests
+	sh tools/with-postgres.sh $(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=12 tests
 
 lint: setup
 	$(PY) -m ruff check maskcls tests bench

@@ -147,6 +147,10 @@ def cmd_tune(args):
 
 
 def cmd_predict(args):
+    from .data.layout import eval_folder
+    from .infer.outputs import output_paths
+
+    output_paths(args.out, eval_folder(args.data), args.force)  # a kept submission is refused before the model's imports
     from .infer import Vote, load_recipe, predict, recipe_of_runs
     from .infer.recipe import looks_like_recipe
 

@@ -13,8 +13,13 @@ import time
 
 import pytest
 
-from maskcls.config import load_config
-from maskcls.data.demo import write_demo_dataset
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on the machine's cores: one thread each, for them and for the
+    # processes they start, as two threads each would make both wait on each other.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+from maskcls.config import load_config  # noqa: E402
+from maskcls.data.demo import write_demo_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -121,6 +121,18 @@ def test_predict_never_overwrites_without_force_and_never_an_input(trained_run, 
     assert info.read_bytes() == before
 
 
+def test_a_kept_submission_is_refused_before_any_model_is_imported(trained_run, demo_root, tmp_path):
+    """The refusal must not wait on torch and timm, which take seconds to import."""
+    out = tmp_path / "sub.csv"
+    out.write_text("mine\n")
+    probe = ("import sys\nfrom maskcls.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(code, sorted(m for m in ('torch', 'timm', 'albumentations') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe, "-q", "predict", str(trained_run), "--data", str(demo_root / "eval"),
+                             "--out", str(out)], capture_output=True, text=True)
+    assert result.stdout.split() == ["2", "[]"], (result.stdout, result.stderr)
+    assert f"{out}: exists; pass --force" in result.stderr and out.read_text() == "mine\n"
+
+
 # -- unclear failures become one line ----------------------------------------------------------------
 
 @pytest.mark.parametrize("args, expected", [

@@ -5,10 +5,20 @@ mask's own vote), `offsets` (macro-F1 decision offsets), `persons` (grouping eva
 persons, one gender and age each), `recipe` (the recipe format), `submission` (writing and
 checking it) and `predict`, which runs a recipe over an eval set.
 """
-from .predict import predict
-from .recipe import Member, Recipe, Vote, load_recipe, recipe_of_runs, save_recipe
-from .submission import check_submission, write_submission
-from .vote import combine
+from importlib import import_module
 
-__all__ = ["predict", "Member", "Recipe", "Vote", "load_recipe", "recipe_of_runs", "save_recipe", "check_submission",
-           "write_submission", "combine"]
+# Each name's room. The rooms are imported on first use, so a light one (`outputs`, `recipe`) can be
+# reached without torch and timm: the CLI checks a prediction's outputs before it loads a model.
+_EXPORTS = {"predict": "predict", "Member": "recipe", "Recipe": "recipe", "Vote": "recipe", "load_recipe": "recipe",
+            "recipe_of_runs": "recipe", "save_recipe": "recipe", "check_submission": "submission",
+            "write_submission": "submission", "combine": "vote"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # after the import, which bound the submodule `predict` to the function's name
+    return value

@@ -8,7 +8,6 @@ a metadata file (the recipe, each checkpoint's preprocessing), for later ensembl
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from ..errors import MaskclsError
 from ..faces import DetectorSettings, face_boxes
 from ..fileio import atomic_write, atomic_write_text
 from ..labels import NUM_CLASSES
+from .outputs import output_paths
 from .persons import person_groups
 from .recipe import Recipe
 from .runtime import member_probs
@@ -34,6 +34,7 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
         raise MaskclsError(f"batch size {batch_size}: must be at least 1")
     evaluation = load_eval(data)
     outputs = output_paths(out_csv, evaluation.root, force)
+    outputs["submission"].parent.mkdir(parents=True, exist_ok=True)
     results = [member_probs(paths, evaluation.files, recipe.tta, batch_size, num_workers, progress) for paths in checkpoints]
     members_probs = [probs for probs, _ in results]
     preprocessing = [pre for _, member_preprocessing in results for pre in member_preprocessing]
@@ -61,22 +62,3 @@ def eval_faces(preprocessing: list[dict], files):
     their prediction just filled), so persons are grouped by face, not by the scene around it."""
     cropping = [pre for pre in preprocessing if pre.get("crop", "none") != "none"]
     return face_boxes(files, DetectorSettings.from_dict(cropping[0]["detector"])) if cropping else None
-
-
-def output_paths(out_csv, eval_root: Path, force: bool) -> dict[str, Path]:
-    """The submission and its companions (.probs.npy, .groups.npy, .meta.json), checked before any work."""
-    out_csv = Path(out_csv)
-    stem = out_csv.with_suffix("")
-    outputs = {"submission": out_csv, "probs": Path(f"{stem}.probs.npy"), "groups": Path(f"{stem}.groups.npy"),
-               "meta": Path(f"{stem}.meta.json")}
-    if out_csv.is_dir():
-        raise MaskclsError(f"{out_csv}: is a folder; --out takes the submission's file path, e.g. {out_csv / 'submission.csv'}")
-    inputs = {(eval_root / name).resolve() for name in ("info.csv", "truth.csv", "meta.csv")}
-    for path in outputs.values():
-        if path.resolve() in inputs or path.resolve().parent == (eval_root / "images").resolve():
-            raise MaskclsError(f"{path}: is an input of this prediction; write the submission elsewhere (--out)")
-    existing = [path for path in outputs.values() if path.exists()]
-    if existing and not force:
-        raise MaskclsError(f"{existing[0]}: exists; pass --force to replace it, or choose another --out")
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    return outputs
