@@ -328,8 +328,9 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--host", default="127.0.0.1", help="address to bind; the default answers this machine only")
     command.add_argument("--port", type=int, default=8000)
     command.add_argument("--max-upload-mb", type=float, default=10)
-    command.add_argument("--int8", action="store_true", help="serve the export's int8 graphs (faster, and less accurate: "
-                                                             "see the README's export benchmark); default fp32")
+    command.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                         help="serve the export's int8 graphs, or (--no-int8) its fp32 ones; default: int8 when the export has them "
+                              "(faster; `maskcls export --int8` printed their cost)")
 
     command = add_command(sub, "demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, "
                                                  "predict, evaluate")

@@ -3,6 +3,7 @@ server needs nothing beside, and the exported model answering as the checkpoints
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -36,8 +37,9 @@ def test_model_json_holds_what_a_server_needs(exported):
 
 def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_root):
     data, run = wide_root, cropped_run
-    assert not ServedModel.load(exported).info["int8"]  # fp32 unless int8 is asked for: int8 costs accuracy
-    onnx, torch_model = ServedModel.load(exported), ServedModel.load(run)
+    assert ServedModel.load(exported).info["int8"]  # an export with int8 graphs is served by them unless told otherwise
+    onnx, torch_model = ServedModel.load(exported, int8=False), ServedModel.load(run)
+    assert not onnx.info["int8"]
     assert onnx.info["backend"] == "onnx" and torch_model.info["backend"] == "torch"
     photos = sorted((data / "eval" / "images").iterdir())[:3]
     for photo in photos:
@@ -50,6 +52,16 @@ def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_ro
     assert int8.info["int8"] and int8.predict(read_rgb(photos[0]))["faces"]
     with pytest.raises(MaskclsError, match="int8 needs an exported model"):
         ServedModel.load(run, int8=True)
+
+
+def test_an_export_without_int8_is_served_in_fp32(exported, tmp_path):
+    fp32_only = tmp_path / "fp32"
+    shutil.copytree(exported, fp32_only)
+    spec = json.loads((fp32_only / "model.json").read_text())
+    (fp32_only / "model.json").write_text(json.dumps({**spec, "int8": False}))
+    assert ServedModel.load(fp32_only).info["int8"] is False
+    with pytest.raises(MaskclsError, match="was exported without --int8"):
+        ServedModel.load(fp32_only, int8=True)
 
 
 def test_export_refuses_to_overwrite_and_bad_folders(exported, cropped_run, tmp_path):

@@ -184,8 +184,8 @@ def answer_photo(model, data: bytes, max_pixels: int) -> dict:
             "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])}}
 
 
-def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS, int8: bool = False) -> FastAPI:
-    """The service around `model`: a ServedModel, or a folder to load one from (its int8 graphs with `int8`)."""
+def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS, int8: bool | None = None) -> FastAPI:
+    """The service around `model`: a ServedModel, or a folder to load one from (`int8`: see `ServedModel.load`)."""
     if not max_upload_mb > 0:
         raise MaskclsError(f"--max-upload-mb {max_upload_mb}: give a positive size in MB, e.g. 10")
     if isinstance(model, (str, Path)):
@@ -247,7 +247,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, log_level: str = "info", int8: bool = False):
+def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, log_level: str = "info", int8: bool | None = None):
     """Everything `serve` does before it blocks: load the model, listen, say where. Returns the
     uvicorn server and its socket; `server.run(sockets=[sock])` answers until `server.should_exit`."""
     import uvicorn
@@ -257,12 +257,14 @@ def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
     if host not in LOOPBACK:
         log.warning("listening on %s: the service has no authentication; anyone who can reach this address can use it", host)
     shown = f"[{host}]" if ":" in host else host
-    print(f"maskcls serve: model {app.state.model.info.get('model_id')} at http://{shown}:{sock.getsockname()[1]}/ "
+    info = app.state.model.info
+    graphs = f"{info['backend']} {'int8' if info.get('int8') else 'fp32'}"
+    print(f"maskcls serve: model {info.get('model_id')} ({graphs}) at http://{shown}:{sock.getsockname()[1]}/ "
           f"(API docs /docs, uploads up to {max_upload_mb:g} MB); Ctrl-C stops", flush=True)
     return uvicorn.Server(uvicorn.Config(app, log_level=log_level)), sock
 
 
-def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, int8: bool = False) -> None:
+def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, int8: bool | None = None) -> None:
     """Load the model, then answer on http://HOST:PORT/ until interrupted (port 0: any free one, printed)."""
     server, sock = prepare(model_dir, host, port, max_upload_mb, int8=int8)
     server.run(sockets=[sock])

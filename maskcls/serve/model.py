@@ -82,8 +82,10 @@ class ServedModel:
         self.crops = crops.pop()
 
     @classmethod
-    def load(cls, folder, int8: bool = False) -> ServedModel:
-        """An export's fp32 graphs (its int8 ones with `int8`), or a fit / run folder in PyTorch."""
+    def load(cls, folder, int8: bool | None = None) -> ServedModel:
+        """An export's graphs, or a fit / run folder in PyTorch. `int8`: True or False picks an
+        export's int8 or fp32 graphs; None takes its int8 ones when it has them, as they are the
+        faster at a cost the export measured."""
         folder = Path(folder)
         if (folder / "model.json").is_file():
             return cls.from_export(folder, int8)
@@ -95,13 +97,15 @@ class ServedModel:
         raise MaskclsError(f"{folder}: not found; pass a folder that `maskcls export` wrote, or a fit, ensemble or run folder")
 
     @classmethod
-    def from_export(cls, folder: Path, int8: bool = False) -> ServedModel:
+    def from_export(cls, folder: Path, int8: bool | None = None) -> ServedModel:
         try:
             spec = json.loads((folder / "model.json").read_text())
         except (OSError, ValueError) as exc:
             raise MaskclsError(f"{folder / 'model.json'}: unreadable ({exc}); export the model again") from None
         if spec.get("format") != MODEL_FORMAT:
             raise MaskclsError(f"{folder / 'model.json'}: not a maskcls model description; pass a folder that `maskcls export` wrote")
+        if int8 is None:
+            int8 = bool(spec["int8"])
         if int8 and not spec["int8"]:
             raise MaskclsError(f"{folder}: was exported without --int8; export it again with --int8 --data DATA, or serve its fp32 graphs")
         members = [[onnx_graph(folder, graph, int8) for graph in member["graphs"]] for member in spec["members"]]
