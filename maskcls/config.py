@@ -89,10 +89,13 @@ class PreprocessConfig(Section):
     crop_margin: float = field(default=0.1, metadata=bounds(ge=0, le=1))
     crop_thresholds: list[float] = field(default_factory=lambda: list(DetectorSettings.thresholds), metadata=bounds(length=3))
     crop_min_face: float = field(default=DetectorSettings.min_face, metadata=bounds(gt=0, lt=1))  # of the short side
-    # The low-threshold pass that runs when the first finds no face; null turns it off.
+    # The low-threshold pass that runs when the first finds no face scoring above crop_rescue_below; null turns it off.
     crop_rescue_thresholds: list[float] | None = field(default_factory=lambda: list(DetectorSettings.rescue_thresholds),
                                                        metadata=bounds(length=3))
+    crop_rescue_below: float = field(default=DetectorSettings.rescue_below, metadata=bounds(ge=0, le=1))
     crop_refine_steps: int = field(default=DetectorSettings.refine_steps, metadata=bounds(ge=0, le=MAX_REFINE_STEPS))
+    # The main face is the largest by area x score ** crop_score_power (0: the largest).
+    crop_score_power: float = field(default=DetectorSettings.score_power, metadata=bounds(ge=0, le=10))
     # Which implementation runs MTCNN: this package's ONNX one, or facenet-pytorch's (slower; boxes a few pixels apart).
     crop_cascade: CropCascade = DetectorSettings.cascade
 

@@ -84,19 +84,18 @@ def test_the_onnx_cascade_finds_what_facenet_pytorchs_mtcnn_finds(wide_root):
     assert np.abs(np.mean(edges, axis=0)).max() <= 0.02 and np.abs(np.mean(points, axis=0)).max() <= 0.02  # no shift, no scaling
 
 
-def test_the_low_pass_runs_only_where_the_first_finds_nothing_and_finds_masked_faces(wide_root):
+@pytest.mark.parametrize("rescue_below", [0.0, 0.95])
+def test_the_low_pass_runs_only_where_the_first_is_unsure_and_finds_masked_faces(wide_root, rescue_below):
     rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "0"]  # worn masks: the first pass misses most cartoons
-    detector = FaceDetector()
+    detector = FaceDetector(DetectorSettings(rescue_below=rescue_below))
     hits = {"chain": 0, "without the low pass": 0}
     for row in rows:
         rgb = read_rgb(wide_root / "train" / "images" / row["path"])
         truth = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
-        found = detector.find(rgb)
-        if found and found[0].source == "mtcnn-low":
-            assert detector.detect(rgb) == []
-            without = (detector.detect_haar(rgb) or [centre_face(*rgb.shape[:2])])[0]
-        else:
-            without = found[0] if found else centre_face(*rgb.shape[:2])
+        first, found = detector.detect(rgb), detector.find(rgb)
+        if max((f.score for f in first), default=0.0) > detector.settings.rescue_below:
+            assert found == first  # a face the first pass is sure of: no low pass
+        without = (first or detector.detect_haar(rgb) or [centre_face(*rgb.shape[:2])])[0]
         hits["chain"] += iou((found[0] if found else without).box, truth) >= 0.5
         hits["without the low pass"] += iou(without.box, truth) >= 0.5
     assert hits["chain"] >= hits["without the low pass"] + len(rows) // 6, hits
@@ -109,18 +108,30 @@ def test_refinement_widens_a_box_on_the_upper_face_to_the_face(wide_root):
         x0, y0, x1, y1 = truth = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
         upper = ((x0 + x1) / 2 - 0.35 * (x1 - x0), y0, (x0 + x1) / 2 + 0.35 * (x1 - x0), y0 + 0.6 * (y1 - y0))  # brow and eyes
         rgb = read_rgb(wide_root / "train" / "images" / row["path"])
-        boxes, points = detector.refine(rgb, [upper])
+        boxes, points, scores = detector.refine(rgb, [upper])
+        assert 0 < scores[0] <= 1
         assert iou(boxes[0], truth) >= iou(upper, truth) + 0.15
         bx0, by0, bx1, by1 = boxes[0]  # the eyes O-net saw lie in the upper half of the face it found
         assert all(bx0 <= x <= bx1 and by0 <= y <= (by0 + by1) / 2 for x, y in points[0][:2]), (boxes[0], points[0])
-        same, no_points = unrefined.refine(rgb, [upper])
-        assert np.array_equal(same, np.array([upper])) and no_points is None
+        same, no_points, no_scores = unrefined.refine(rgb, [upper])
+        assert np.array_equal(same, np.array([upper])) and no_points is None and no_scores is None
+
+
+def test_the_main_face_is_the_largest_weighted_by_its_score_and_repeats_go():
+    torso = Face((0.0, 200.0, 300.0, 500.0), 0.3, "mtcnn-low")  # a false box on the body: large, and O-net unsure of it
+    face = Face((100.0, 50.0, 200.0, 170.0), 0.99, "mtcnn")
+    repeat = Face((102.0, 52.0, 203.0, 172.0), 0.98, "mtcnn-low")  # the same face from the low pass
+    small = Face((300.0, 40.0, 340.0, 90.0), 0.999, "mtcnn")
+    weighted = FaceDetector(DetectorSettings(score_power=3)).rank([torso, repeat, small, face])
+    assert weighted == [face, torso, small]
+    assert FaceDetector(DetectorSettings(score_power=0)).rank([face, torso, small, repeat]) == [torso, repeat, small]  # the larger of the two
 
 
 def test_detector_settings_recorded_before_a_step_existed_keep_it_off():
     before = {"detector": "mtcnn", "thresholds": [0.3, 0.4, 0.4], "min_face": 0.12, "pyramid_factor": 0.709}
     settings = DetectorSettings.from_dict(before)
     assert settings.rescue_thresholds is None and settings.refine_steps == 0 and settings.cascade == "facenet-pytorch"
+    assert settings.rescue_below == 0 and settings.score_power == 0  # the largest face, the low pass only where nothing was found
     before_onnx = {k: v for k, v in DetectorSettings().to_dict().items() if k != "cascade"}
     assert DetectorSettings.from_dict(before_onnx) == DetectorSettings(cascade="facenet-pytorch")
     assert DetectorSettings().cascade == "onnxruntime"

@@ -43,8 +43,8 @@ class Preprocess:
         if cfg.crop == "none":  # margin and detector mean nothing without a crop; runs from before the crop compare equal
             return cls(int(height), int(width), mean, std)
         detector = DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
-                                    rescue_thresholds=cfg.crop_rescue_thresholds, refine_steps=cfg.crop_refine_steps,
-                                    cascade=cfg.crop_cascade)
+                                    rescue_thresholds=cfg.crop_rescue_thresholds, rescue_below=cfg.crop_rescue_below,
+                                    refine_steps=cfg.crop_refine_steps, score_power=cfg.crop_score_power, cascade=cfg.crop_cascade)
         return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector, cfg.crop_align)
 
     def to_dict(self) -> dict:

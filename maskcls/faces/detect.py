@@ -13,6 +13,10 @@ pass at far lower floors runs ("mtcnn-low"): its false boxes matter little there
 alternative is a cascade that rarely finds a masked face, or a guess. And every box goes back
 through O-net, which regresses a box towards the face it sees: on a masked face its first box
 often covers only the eyes and brow, and a second look from that box widens it to the face.
+The main face is the largest. Two settings can widen the second pass to photos where the first
+is unsure (`rescue_below`) and weight the ranking by O-net's last score (`score_power`), as the
+low pass's false boxes on a neck or a torso are often larger than the face; both are off, as
+together they did not find more masked faces on the wide eval and made detection slower.
 The README's benchmark section has the figures.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from ..errors import MaskclsError
 from .crop import crop_face, square_box
-from .mtcnn import CASCADES, ONET_SIDE, FacenetMTCNN, MTCNNCascade
+from .mtcnn import CASCADES, ONET_SIDE, FacenetMTCNN, MTCNNCascade, nms
 
 DETECTORS = ("mtcnn",)
 # Last resort when no detector finds a face: a square of this fraction of the short side,
@@ -34,10 +38,13 @@ CENTRE_SIDE = 0.6
 CENTRE_HEIGHT = 0.4
 MIN_FACE_PIXELS = 20  # MTCNN's own default floor
 MAX_REFINE_STEPS = 5
-# What settings recorded before a step existed meant: no second pass, no refinement, and
-# facenet-pytorch's own MTCNN (the ONNX cascade's boxes differ from it by a few pixels, which a
-# model trained on the box framing reads as another face).
-RECORDED_BEFORE = {"rescue_thresholds": None, "refine_steps": 0, "cascade": "facenet-pytorch"}
+DUPLICATE_IOU = 0.5  # a low-pass face overlapping a kept one this much is the same face
+# What settings recorded before a step existed meant: no second pass, no refinement, facenet-
+# pytorch's own MTCNN (the ONNX cascade's boxes differ from it by a few pixels, which a model
+# trained on the box framing reads as another face), and the largest face as the main one, the
+# second pass only where the first found nothing.
+RECORDED_BEFORE = {"rescue_thresholds": None, "refine_steps": 0, "cascade": "facenet-pytorch", "rescue_below": 0.0,
+                   "score_power": 0.0}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
 CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
@@ -53,7 +60,9 @@ class DetectorSettings:
     min_face: float = 0.12  # smallest face searched for, as a fraction of the short side
     pyramid_factor: float = 0.709  # MTCNN's scale step between pyramid levels
     rescue_thresholds: tuple[float, float, float] | None = (0.05, 0.1, 0.1)  # the second pass's floors; None: no second pass
+    rescue_below: float = 0.0  # the second pass also runs when no first-pass face scores above this
     refine_steps: int = 2  # O-net passes over each found box
+    score_power: float = 0.0  # faces rank by area x score ** this (0: the largest first); the first is the main face
     cascade: str = "onnxruntime"  # which implementation runs MTCNN (maskcls/faces/mtcnn.py)
 
     def __post_init__(self):
@@ -68,6 +77,9 @@ class DetectorSettings:
         for name, floors in (("thresholds", self.thresholds), ("rescue thresholds", self.rescue_thresholds)):
             if floors is not None and (len(floors) != 3 or not all(0 < t < 1 for t in floors)):
                 raise MaskclsError(f"detector {name} {list(floors)}: give three scores between 0 and 1")
+        if not 0 <= self.rescue_below <= 1 or not 0 <= self.score_power <= 10:
+            raise MaskclsError(f"rescue_below={self.rescue_below}, score_power={self.score_power}: rescue_below must lie in [0, 1], "
+                               "score_power in [0, 10]")
         if not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
             raise MaskclsError(f"refine_steps={self.refine_steps}: give 0 to {MAX_REFINE_STEPS} O-net passes")
         if not 0 < self.min_face < 1 or not 0.3 <= self.pyramid_factor < 1:
@@ -101,9 +113,10 @@ class Face:
 
 
 class FaceDetector:
-    """`detect(rgb)` lists every face MTCNN's first pass finds (largest first); `find(rgb)` goes
-    down the chain (first pass, low-threshold pass, Haar) and lists the faces of the first step
-    that finds any; `main_face(rgb)` always returns one: find's largest, else the centre crop."""
+    """`detect(rgb)` lists every face MTCNN's first pass finds; `find(rgb)` goes down the chain
+    (first pass, with the low-threshold pass where the first is unsure, then Haar) and lists the
+    faces found; `main_face(rgb)` always returns one: find's first, else the centre crop. Lists
+    are ranked as the settings' `score_power` says, the main face first."""
 
     def __init__(self, settings: DetectorSettings | None = None, threads: int = 1):
         self.settings = settings or DetectorSettings()
@@ -118,8 +131,8 @@ class FaceDetector:
 
     def find(self, rgb: np.ndarray) -> list[Face]:
         found = self.detect(rgb)
-        if not found and self.settings.rescue_thresholds:
-            found = self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low")
+        if self.settings.rescue_thresholds and max((f.score for f in found), default=0.0) <= self.settings.rescue_below:
+            found = self.rank(found + self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low"))
         return found or self.detect_haar(rgb)
 
     def main_face(self, rgb: np.ndarray) -> Face:
@@ -135,16 +148,24 @@ class FaceDetector:
             boxes, scores, landmarks = self._network().detect(rgb, min_face_size, thresholds, self.settings.pyramid_factor)
             if not len(boxes):
                 return []
-            boxes, landmarks = self.refine(rgb, boxes, landmarks)
+            boxes, landmarks, scores = self.refine(rgb, boxes, landmarks, scores)
         # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
         faces = [Face(tuple(float(v) for v in box), float(score), source, tuple((float(x), float(y)) for x, y in points))
                  for box, score, points in zip(boxes, scores, landmarks, strict=True)]
-        return sorted((f for f in faces if f.area > 0), key=lambda f: -f.area)
+        return self.rank([f for f in faces if f.area > 0])
 
-    def refine(self, rgb: np.ndarray, boxes, landmarks=None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(boxes (N x 4), landmarks (N x 5 x 2)) after `refine_steps` more O-net passes, each
-        from the square around the last box; the landmarks are those of the last pass (the given
-        ones when no pass runs)."""
+    def rank(self, faces: list[Face]) -> list[Face]:
+        """Best first by area x score ** score_power, without the repeats of a face that both passes found."""
+        faces = sorted(faces, key=lambda f: -f.area * f.score ** self.settings.score_power)
+        if len(faces) < 2:
+            return faces
+        keep = nms(np.array([f.box for f in faces]), -np.arange(len(faces), dtype=np.float64), DUPLICATE_IOU)
+        return [faces[i] for i in sorted(keep)]
+
+    def refine(self, rgb: np.ndarray, boxes, landmarks=None, scores=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(boxes (N x 4), landmarks (N x 5 x 2), scores (N)) after `refine_steps` more O-net
+        passes, each from the square around the last box; the landmarks and scores are those of
+        the last pass (the given ones when no pass runs)."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         landmarks = None if landmarks is None else np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
         with self._lock:
@@ -153,13 +174,13 @@ class FaceDetector:
                 squares = [square_box(box, 0.0) for box in boxes]
                 chips = np.stack([cv2.resize(crop_face(rgb, square, 0.0), (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
                                   for square in squares])
-                offsets, points, _ = cascade.onet(chips)
+                offsets, points, scores = cascade.onet(chips)
                 squares = np.array(squares, dtype=np.float64)
                 side = squares[:, 2:3] - squares[:, 0:1]
                 boxes = squares + offsets * side  # (x0, y0, x1, y1) moves in units of the square's side
                 # O-net gives the five x's, then the five y's, as fractions of the square it saw.
                 landmarks = np.stack([squares[:, 0:1] + points[:, :5] * side, squares[:, 1:2] + points[:, 5:] * side], axis=2)
-        return boxes, landmarks
+        return boxes, landmarks, scores
 
     def detect_haar(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
