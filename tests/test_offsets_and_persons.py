@@ -3,7 +3,8 @@ import pytest
 
 from maskcls.errors import MaskclsError
 from maskcls.infer.offsets import apply_offsets, cross_fit_offsets, fit_class_offsets, group_splits
-from maskcls.infer.persons import group_by_embedding, person_consistency
+from maskcls.infer.persons import MAX_GROUPING_DISTANCE, group_by_embedding, grouping_distance, person_consistency
+from maskcls.infer.predict import checked_grouping
 from maskcls.infer.recipe import Vote
 from maskcls.infer.vote import combine
 from maskcls.labels import decode, encode
@@ -215,3 +216,36 @@ def test_mask_weights_take_the_mask_from_chosen_members_and_keep_the_vote_elsewh
         combine(members, Vote(method="hard", mask_weights=[0, 0, 1]))
     with pytest.raises(MaskclsError, match="expected 3 weights"):
         combine(members, Vote(mask_weights=[1, 0]))
+
+
+def person_photos(persons=60, accuracy=0.97, seed=0):
+    """18-class probs of `persons` x 7 photos (5 worn, 1 incorrect, 1 bare each), the mask read
+    right at about `accuracy`, and the true person ids."""
+    rng = np.random.default_rng(seed)
+    masks = np.tile([0, 0, 0, 0, 0, 1, 2], persons)
+    read = np.where(rng.random(len(masks)) < accuracy, masks, rng.integers(0, 3, len(masks)))
+    logits = rng.normal(size=(len(masks), 18))
+    logits[np.arange(len(masks)), read * 6 + rng.integers(0, 6, len(masks))] += 6.0
+    return softmax(logits), np.repeat(np.arange(persons), 7)
+
+
+def test_grouping_distance_tells_persons_from_random_groups():
+    probs, persons = person_photos()
+    mask = probs.reshape(-1, 3, 6).sum(2)
+    assert grouping_distance(mask, persons) < MAX_GROUPING_DISTANCE / 2
+    assert grouping_distance(person_photos(accuracy=0.9)[0].reshape(-1, 3, 6).sum(2), persons) < MAX_GROUPING_DISTANCE
+    scrambled = np.random.default_rng(1).permutation(persons)
+    assert MAX_GROUPING_DISTANCE < grouping_distance(mask, scrambled) < 1.2
+
+
+def test_a_grouping_that_found_no_persons_is_dropped_with_a_warning(caplog):
+    probs, persons = person_photos()
+    kept, distance = checked_grouping(persons, probs)
+    assert kept is persons and distance < MAX_GROUPING_DISTANCE
+    dropped, distance = checked_grouping(np.random.default_rng(1).permutation(persons), probs)
+    assert dropped is None and distance > MAX_GROUPING_DISTANCE
+    assert "each photo is predicted on its own" in caplog.text
+    unsure = softmax(np.random.default_rng(2).normal(size=probs.shape))  # masks read unsurely: the check cannot tell, so it keeps them
+    scrambled = np.random.default_rng(1).permutation(persons)
+    kept, distance = checked_grouping(scrambled, unsure)
+    assert kept is scrambled and distance is None

@@ -1,4 +1,5 @@
 """Prediction, submission checking, TTA, cross-validation with OOF, and ensembles."""
+import importlib
 import json
 import subprocess
 import sys
@@ -75,6 +76,23 @@ def test_person_grouped_prediction_shares_gender_and_age(trained_run, demo_root,
     assert adjusted_rand_score(persons, groups) > 0.6  # chance is about 0; 0.76 measured on this demo set
     for group in np.unique(groups):
         assert len(set(labels[groups == group] % 6)) == 1  # one gender x age per person
+
+
+def test_a_grouping_that_found_no_persons_is_not_pooled(trained_run, demo_root, tmp_path, monkeypatch, caplog):
+    predicting = importlib.import_module("maskcls.infer.predict")  # the module, which the package's `predict` function shadows
+
+    # Photos dealt into groups at random, and the check made to run on this small model's unsure masks.
+    monkeypatch.setattr(predicting, "person_groups", lambda files, faces=None: np.random.default_rng(0).permutation(len(files)) // 7)
+    monkeypatch.setattr(predicting, "MIN_MASK_CONFIDENCE", 0.0)
+    out = tmp_path / "sub.csv"
+    np.save(tmp_path / "sub.groups.npy", np.zeros(3))  # an earlier prediction's, replaced with force
+    result = predict(recipe_of_runs([trained_run], by_person=True), demo_root / "eval", out, progress=False, force=True)
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["persons"]["asked"] and not meta["persons"]["grouped"] and meta["persons"]["distance"] > 0.8
+    assert result["groups"] is None and not (tmp_path / "sub.groups.npy").exists()
+    assert "each photo is predicted on its own" in caplog.text
+    alone = predict(recipe_of_runs([trained_run]), demo_root / "eval", tmp_path / "alone.csv", progress=False)
+    assert np.array_equal(pd.read_csv(out)["ans"], pd.read_csv(alone["submission"])["ans"])
 
 
 def _write(path, frame):

@@ -8,6 +8,7 @@ a metadata file (the recipe, each checkpoint's preprocessing), for later ensembl
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 
@@ -18,11 +19,14 @@ from ..faces import DetectorSettings, face_boxes
 from ..fileio import atomic_write, atomic_write_text
 from ..labels import NUM_CLASSES
 from .outputs import output_paths
-from .persons import person_groups
+from .persons import MAX_GROUPING_DISTANCE, MIN_MASK_CONFIDENCE, grouping_distance, person_groups
+from .probs import mask_and_gender_age
 from .recipe import Recipe
 from .runtime import member_probs
 from .submission import check_submission, write_submission
 from .vote import combine
+
+log = logging.getLogger(__name__)
 
 
 def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: int = 2, progress: bool = True, force: bool = False) -> dict:
@@ -38,7 +42,11 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     results = [member_probs(paths, evaluation.files, recipe.tta, batch_size, num_workers, progress) for paths in checkpoints]
     members_probs = [probs for probs, _ in results]
     preprocessing = [pre for _, member_preprocessing in results for pre in member_preprocessing]
-    groups = person_groups(evaluation.files, faces=eval_faces(preprocessing, evaluation.files)) if recipe.by_person else None
+    groups, persons = None, {"asked": recipe.by_person}
+    if recipe.by_person:
+        groups = person_groups(evaluation.files, faces=eval_faces(preprocessing, evaluation.files))
+        groups, persons["distance"] = checked_grouping(groups, combine(members_probs, recipe.vote)[1])
+    persons["grouped"] = groups is not None
     labels, probs = combine(members_probs, recipe.vote, groups)
     # The submission is written last, so a complete submission means its companions are complete too.
     with atomic_write(outputs["probs"], "wb", what="probabilities") as handle:
@@ -46,8 +54,10 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     if groups is not None:
         with atomic_write(outputs["groups"], "wb", what="person groups") as handle:
             np.save(handle, groups)
+    else:
+        outputs["groups"].unlink(missing_ok=True)  # replaced with --force: an earlier prediction's groups are not this one's
     meta = {"recipe": recipe.to_dict(), "members": [str(run) for run in runs],
-            "preprocess": preprocessing,
+            "preprocess": preprocessing, "persons": persons,
             "rows": len(labels), "info": str(evaluation.root / "info.csv")}
     atomic_write_text(outputs["meta"], json.dumps(meta, indent=2) + "\n", what="metadata")
     out_csv = write_submission(evaluation.info, labels, outputs["submission"])
@@ -55,6 +65,24 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     return {"submission": str(out_csv), "probs": str(outputs["probs"]), "meta": str(outputs["meta"]),
             "counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(), "members_probs": members_probs, "groups": groups,
             "info": evaluation.info}
+
+
+def checked_grouping(groups: np.ndarray, photo_probs: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+    """The person groups, or None where they are no persons: pooling photos of different persons
+    would give each of them someone else's gender and age. Also the grouping's distance (see
+    `grouping_distance`), None where the members read masks too unsurely to tell."""
+    mask_probs = mask_and_gender_age(photo_probs)[0]
+    if mask_probs.max(axis=1).mean() < MIN_MASK_CONFIDENCE:
+        log.info("person grouping kept unchecked: the members are too unsure of the masks to tell persons from random groups")
+        return groups, None
+    distance = grouping_distance(mask_probs, groups)
+    if distance > MAX_GROUPING_DISTANCE:
+        log.warning("person grouping: the %d groups found are no closer to a person's masks (5 worn, 1 incorrect, 1 not worn) "
+                    "than random groups (distance %.2f of random's, at most %.2f kept), so each photo is predicted on its own; "
+                    "photos of one person taken in different scenes group badly (--no-by-person skips the grouping)",
+                    len(np.unique(groups)), distance, MAX_GROUPING_DISTANCE)
+        return None, round(distance, 4)
+    return groups, round(distance, 4)
 
 
 def eval_faces(preprocessing: list[dict], files):
