@@ -217,6 +217,17 @@ def test_detection_cache_detects_changed_files_and_settings_only(wide_root, tmp_
     assert other.detected == 3
 
 
+def test_detection_shows_progress_only_when_asked(wide_root, tmp_path, monkeypatch, capfd):
+    pre = Preprocess(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "mtcnn", 0.3, DetectorSettings(), "eyes")
+    files = [str(wide_root / "eval" / "images" / r["path"]) for r in faces_table(wide_root / "eval")[:2]]
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "quiet"))  # nothing detected yet, so detection runs
+    PhotoDataset(files, None, pre)
+    assert "detect faces" not in capfd.readouterr().err  # `maskcls -q` stays quiet
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "shown"))
+    PhotoDataset(files, None, pre, progress=True)
+    assert "detect faces" in capfd.readouterr().err
+
+
 def test_training_prediction_and_serving_see_the_same_crop(wide_root):
     from maskcls.serve.model import Graph
 

@@ -12,12 +12,13 @@ from .transforms import Preprocess, eval_transform, to_tensor, train_transform
 
 
 class PhotoDataset(Dataset):
-    def __init__(self, files, labels=None, pre: Preprocess | None = None, augment: str | None = None, seed: int = 0):
+    def __init__(self, files, labels=None, pre: Preprocess | None = None, augment: str | None = None, seed: int = 0,
+                 progress: bool = False):
         self.files = list(files)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.pre = pre
         # Faces are found here, before any worker forks, and looked up by content next time.
-        self.faces = face_boxes(self.files, pre.detector, progress=True) if pre is not None and pre.crop != "none" else None
+        self.faces = face_boxes(self.files, pre.detector, progress) if pre is not None and pre.crop != "none" else None
         self.transform = train_transform(pre, augment) if augment else eval_transform(pre)
         self.seed = seed
         self.epoch = 0

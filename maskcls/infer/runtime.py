@@ -64,9 +64,9 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
-def make_loader(files, pre: Preprocess, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+def make_loader(files, pre: Preprocess, batch_size: int, num_workers: int, device: torch.device, progress: bool = False) -> DataLoader:
     return DataLoader(
-        PhotoDataset(files, None, pre), batch_size=batch_size, shuffle=False,
+        PhotoDataset(files, None, pre, progress=progress), batch_size=batch_size, shuffle=False,
         num_workers=min(num_workers, os.cpu_count() or 1), pin_memory=device.type == "cuda",
     )
 
@@ -78,7 +78,7 @@ def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: 
     device = device or next(model.parameters()).device
     model.eval()
     out = []
-    for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device), desc=desc, unit="batch", disable=not progress, leave=False):
+    for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device, progress), desc=desc, unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             probs = [class_probs(model(view), model.layout) for view in tta_views(x, tta)]
@@ -93,7 +93,7 @@ def embed_files(model, pre: Preprocess, files, batch_size: int = 64, num_workers
     device = device or next(model.parameters()).device
     model.eval()
     out = []
-    for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device), desc="embed", unit="batch", disable=not progress, leave=False):
+    for x, _ in tqdm(make_loader(files, pre, batch_size, num_workers, device, progress), desc="embed", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             out.append(model.forward_features(x).float().cpu())

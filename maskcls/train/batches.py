@@ -62,7 +62,7 @@ class ImageBatches:
     show_progress = True
     shows_images = True
 
-    def __init__(self, cfg, pre, train_images, train_targets, val_images, device):
+    def __init__(self, cfg, pre, train_images, train_targets, val_images, device, progress: bool = False):
         self.cfg, self.pre, self.device = cfg, pre, device
         self.labels = train_images["label"].to_numpy()
         self.val_files = val_images["file"]
@@ -70,7 +70,7 @@ class ImageBatches:
         if pre.crop != "none" and world_size() > 1:
             face_boxes(shard(list(train_images["file"])), pre.detector)  # each process detects its part of the faces once
             barrier()  # then every process finds them all in the detection cache
-        self.dataset = PhotoDataset(train_images["file"], train_targets, pre, cfg.augment.preset, cfg.seed)
+        self.dataset = PhotoDataset(train_images["file"], train_targets, pre, cfg.augment.preset, cfg.seed, progress)
         self.epochs = cfg.train.epochs
         self.steps_per_epoch = max(1, len(self.dataset) // cfg.train.batch_size // cfg.train.accum_steps)
 

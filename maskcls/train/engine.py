@@ -162,7 +162,7 @@ def build_parts(cfg: Config, device: torch.device, progress: bool) -> Parts:
     if cfg.model.mode == "probe":
         batches = FeatureBatches(cfg, model, pre, data.images["file"], train_images, train_targets, val_images, device, progress)
     else:
-        batches = ImageBatches(cfg, pre, train_images, train_targets, val_images, device)
+        batches = ImageBatches(cfg, pre, train_images, train_targets, val_images, device, progress)
     optimizer = create_optimizer(model, **optimizer_kwargs(t_cfg))
     scheduler, step_per_batch = create_scheduler(optimizer, **scheduler_kwargs(t_cfg, batches.epochs, batches.steps_per_epoch))
     class_weights = {} if t_cfg.class_weights == "none" else {
