@@ -29,7 +29,7 @@ from maskcls.data.layout import load_eval  # noqa: E402
 from maskcls.fit import fit  # noqa: E402
 from maskcls.infer import Vote, combine, predict, write_submission  # noqa: E402
 from maskcls.infer.persons import person_groups  # noqa: E402
-from maskcls.infer.predict import eval_faces  # noqa: E402
+from maskcls.infer.prediction import eval_faces  # noqa: E402
 from maskcls.metrics import score  # noqa: E402
 
 FLOORS = {"cpu-fast": 0.50, "cpu-fast-tuned": 0.50, "cpu-best": 0.68}
@@ -38,11 +38,12 @@ BUDGET_MIN = {"cpu-fast": 15, "cpu-fast-tuned": 15, "cpu-best": 60}
 TIMM_REFERENCE = {"macro_f1": 0.595, "minutes": 18.5, "img_s": 43.0}
 
 
-def variants(recipe, members_probs, groups) -> dict:
-    """Decoding rules to score, each from the same member probabilities."""
-    rules = {"recipe": combine(members_probs, recipe.vote, groups if recipe.by_person else None)[0]}
-    rules["recipe, photo by photo" if recipe.by_person else "recipe, persons pooled"] = combine(
-        members_probs, recipe.vote, None if recipe.by_person else groups)[0]
+def variants(recipe, members_probs, groups, pooled: bool) -> dict:
+    """Decoding rules to score, each from the same member probabilities; `pooled`: whether the
+    submission pooled persons (the recipe asked for it and the grouping passed its check)."""
+    rules = {"recipe": combine(members_probs, recipe.vote, groups if pooled else None)[0]}
+    rules["recipe, photo by photo" if pooled else "recipe, persons pooled"] = combine(
+        members_probs, recipe.vote, None if pooled else groups)[0]
     if len(members_probs) > 1:
         rules["plain vote"] = combine(members_probs, Vote())[0]
         rules["plain vote by person"] = combine(members_probs, Vote(), groups)[0]
@@ -75,8 +76,9 @@ def main() -> None:
     recipe = fitted["recipe"]
     predicted = predict(recipe, data / "eval", out / "submission.csv", progress=False, force=True)  # the bench's own output
     files = load_eval(data / "eval").files
-    preprocessing = json.loads(Path(predicted["meta"]).read_text())["preprocess"]
-    groups = predicted["groups"] if recipe.by_person else person_groups(files, faces=eval_faces(preprocessing, files))
+    meta = json.loads(Path(predicted["meta"]).read_text())
+    pooled = predicted["groups"] is not None
+    groups = predicted["groups"] if pooled else person_groups(files, faces=eval_faces(meta["preprocess"], files))
     wall_min = (time.time() - started) / 60
     image_ids = predicted["info"]["ImageID"]
     truth = eval_column(data, "truth.csv", "ans", image_ids)
@@ -90,9 +92,10 @@ def main() -> None:
         print(f"  member {name}: train {member_img_s(run_dir):.0f} img/s; " + (
             f"best holdout macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1}" if result.get("validated")
             else f"trained on every person, {result.get('epochs_run')} epochs") + f"; run {run_dir}")
-    print(f"person grouping of eval photos: adjusted Rand {adjusted_rand_score(persons, groups):.4f} against the true persons")
+    print(f"person grouping of eval photos: adjusted Rand {adjusted_rand_score(persons, groups):.4f} against the true persons; "
+          f"predict {'pooled persons' if pooled else 'did not pool'} ({meta['persons']})")
     report = {}
-    for name, labels in variants(recipe, predicted["members_probs"], groups).items():
+    for name, labels in variants(recipe, predicted["members_probs"], groups, pooled).items():
         s = report[name] = score(truth, labels)
         print(f"[{name:24s}] public eval macro-F1 {s['macro_f1']:.4f}  accuracy {s['accuracy']:.4f}  "
               f"F1 mask {s['mask_f1']:.4f} gender {s['gender_f1']:.4f} age {s['age_f1']:.4f}  "

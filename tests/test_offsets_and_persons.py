@@ -4,7 +4,7 @@ import pytest
 from maskcls.errors import MaskclsError
 from maskcls.infer.offsets import apply_offsets, cross_fit_offsets, fit_class_offsets, group_splits
 from maskcls.infer.persons import MAX_GROUPING_DISTANCE, group_by_embedding, grouping_distance, person_consistency
-from maskcls.infer.predict import checked_grouping
+from maskcls.infer.prediction import checked_grouping
 from maskcls.infer.recipe import Vote
 from maskcls.infer.vote import combine
 from maskcls.labels import decode, encode
@@ -236,6 +236,7 @@ def test_grouping_distance_tells_persons_from_random_groups():
     assert grouping_distance(person_photos(accuracy=0.9)[0].reshape(-1, 3, 6).sum(2), persons) < MAX_GROUPING_DISTANCE
     scrambled = np.random.default_rng(1).permutation(persons)
     assert MAX_GROUPING_DISTANCE < grouping_distance(mask, scrambled) < 1.2
+    assert grouping_distance(mask[:7], persons[:7]) is None  # one group: every shuffle is the grouping itself
 
 
 def test_a_grouping_that_found_no_persons_is_dropped_with_a_warning(caplog):

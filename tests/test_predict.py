@@ -1,5 +1,4 @@
 """Prediction, submission checking, TTA, cross-validation with OOF, and ensembles."""
-import importlib
 import json
 import subprocess
 import sys
@@ -79,7 +78,7 @@ def test_person_grouped_prediction_shares_gender_and_age(trained_run, demo_root,
 
 
 def test_a_grouping_that_found_no_persons_is_not_pooled(trained_run, demo_root, tmp_path, monkeypatch, caplog):
-    predicting = importlib.import_module("maskcls.infer.predict")  # the module, which the package's `predict` function shadows
+    import maskcls.infer.prediction as predicting
 
     # Photos dealt into groups at random, and the check made to run on this small model's unsure masks.
     monkeypatch.setattr(predicting, "person_groups", lambda files, faces=None: np.random.default_rng(0).permutation(len(files)) // 7)

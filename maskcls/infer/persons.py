@@ -30,10 +30,10 @@ PERSON_THUMB_SIDE = 12
 PERSON_CROP_MARGIN = 0.3  # enough around the face to take in the hair
 # A person's 7 photos hold the mask worn 5 times, worn wrong once and not worn once. Photos
 # grouped into persons come close to those counts, photos grouped at random do not: a grouping
-# whose groups lie at most this share of random groups' distance from them is kept. Persons
-# found in tight faces lie at about a quarter of it, a grouping of wide scenes with a new
-# background in every photo at all of it (the README's benchmark section has the figures); the
-# limit leaves room for members that misread one mask in ten, which put true persons near 0.65.
+# whose groups lie at most this share of random groups' distance from them is kept. The limit
+# sits well above where true persons lie even when the members misread one mask in ten, and
+# below a grouping of wide scenes with a new background in every photo (the README's benchmark
+# section has the figures).
 PERSON_MASK_COUNTS = (5, 1, 1)
 MAX_GROUPING_DISTANCE = 0.8
 # The counts tell persons from random groups only where the members read the masks surely: the
@@ -64,13 +64,16 @@ def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION, faces=None) 
     return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
 
 
-def grouping_distance(mask_probs, groups, shuffles: int = 20, seed: int = 0) -> float:
+def grouping_distance(mask_probs, groups, shuffles: int = 20, seed: int = 0) -> float | None:
     """How far the groups' expected mask counts (their photos' summed wear / incorrect / not-wear
     probabilities) lie from a person's 5 / 1 / 1, as a share of how far the same groups lie
     with their photos shuffled among them: near 0 for persons, about 1 for a grouping that found
-    none."""
+    none. None where shuffling cannot tell: a single group, or masks that leave every shuffle at
+    the counts."""
     mask_probs, groups = np.asarray(mask_probs, dtype=np.float64), np.asarray(groups)
     _, groups = np.unique(groups, return_inverse=True)
+    if groups.max(initial=0) < 1:
+        return None
 
     def distance(ids) -> float:
         counts = np.zeros((groups.max() + 1, mask_probs.shape[1]))
@@ -79,7 +82,7 @@ def grouping_distance(mask_probs, groups, shuffles: int = 20, seed: int = 0) -> 
 
     rng = np.random.default_rng(seed)
     shuffled = np.mean([distance(rng.permutation(groups)) for _ in range(shuffles)])
-    return distance(groups) / shuffled if shuffled > 0 else 1.0
+    return distance(groups) / shuffled if shuffled > 0 else None
 
 
 def person_consistency(probs, groups, weighting: str = "information", face_weights=FACE_VISIBILITY_WEIGHTS) -> np.ndarray:

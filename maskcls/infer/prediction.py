@@ -70,12 +70,12 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
 def checked_grouping(groups: np.ndarray, photo_probs: np.ndarray) -> tuple[np.ndarray | None, float | None]:
     """The person groups, or None where they are no persons: pooling photos of different persons
     would give each of them someone else's gender and age. Also the grouping's distance (see
-    `grouping_distance`), None where the members read masks too unsurely to tell."""
+    `grouping_distance`), None where it cannot tell: too few groups, or masks read too unsurely."""
     mask_probs = mask_and_gender_age(photo_probs)[0]
-    if mask_probs.max(axis=1).mean() < MIN_MASK_CONFIDENCE:
-        log.info("person grouping kept unchecked: the members are too unsure of the masks to tell persons from random groups")
+    distance = grouping_distance(mask_probs, groups) if mask_probs.max(axis=1).mean() >= MIN_MASK_CONFIDENCE else None
+    if distance is None:
+        log.info("person grouping kept unchecked: too few groups, or masks read too unsurely, to tell persons from random groups")
         return groups, None
-    distance = grouping_distance(mask_probs, groups)
     if distance > MAX_GROUPING_DISTANCE:
         log.warning("person grouping: the %d groups found are no closer to a person's masks (5 worn, 1 incorrect, 1 not worn) "
                     "than random groups (distance %.2f of random's, at most %.2f kept), so each photo is predicted on its own; "
