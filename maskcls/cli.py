@@ -42,6 +42,9 @@ def cmd_crop(args):
 
 
 def cmd_export(args):
+    from .fileio import refuse_filled_folder
+
+    refuse_filled_folder(args.out, args.force)  # before the export's imports: a kept model is refused at once
     from .serve.export import export_model
 
     spec = export_model(args.source, args.out, args.data, args.int8, args.force, progress=not args.quiet)
@@ -52,6 +55,9 @@ def cmd_export(args):
 
 
 def cmd_serve(args):
+    from .serve import model_source
+
+    model_source(args.model)  # before the model's imports: a missing folder is refused at once
     from .serve.app import serve
 
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, int8=args.int8)

@@ -14,6 +14,13 @@ from pathlib import Path
 from .errors import MaskclsError
 
 
+def refuse_filled_folder(out, force: bool) -> None:
+    """An output folder that already holds files is kept unless `force`."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise MaskclsError(f"{out}: exists and is not empty; pass --force to replace it, or choose another --out")
+
+
 @contextmanager
 def atomic_write(path, mode: str = "w", what: str = "file"):
     """Open a temporary file for writing; on success it replaces `path`, on failure it is removed."""

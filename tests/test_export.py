@@ -64,6 +64,16 @@ def test_an_export_without_int8_is_served_in_fp32(exported, tmp_path):
         ServedModel.load(fp32_only, int8=True)
 
 
+def test_export_never_replaces_the_folder_it_exports(cropped_run, tmp_path):
+    fit = tmp_path / "fit"
+    shutil.copytree(cropped_run, fit)
+    kept = sorted(p.relative_to(fit) for p in fit.rglob("*"))
+    for out in (fit, tmp_path):
+        with pytest.raises(MaskclsError, match=r"a checkpoint being exported; write the model elsewhere"):
+            export_model(fit, out, force=True)
+    assert sorted(p.relative_to(fit) for p in fit.rglob("*")) == kept
+
+
 def test_export_refuses_to_overwrite_and_bad_folders(exported, cropped_run, tmp_path):
     run = cropped_run
     again = cli_here("export", run, "--out", exported)

@@ -121,16 +121,28 @@ def test_predict_never_overwrites_without_force_and_never_an_input(trained_run, 
     assert info.read_bytes() == before
 
 
-def test_a_kept_submission_is_refused_before_any_model_is_imported(trained_run, demo_root, tmp_path):
-    """The refusal must not wait on torch and timm, which take seconds to import."""
+def heavy_imports_of(*args) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`maskcls ARGS` in a fresh process, and which of torch, timm and albumentations it imported."""
+    probe = ("import sys\nfrom maskcls.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(code, ','.join(m for m in ('torch', 'timm', 'albumentations') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe, "-q", *map(str, args)], capture_output=True, text=True)
+    code, _, imported = result.stdout.strip().partition(" ")
+    assert code == "2", (result.stdout, result.stderr)
+    return result, [m for m in imported.split(",") if m]
+
+
+def test_a_kept_output_or_a_missing_model_is_refused_before_any_model_is_imported(trained_run, demo_root, tmp_path):
+    """The refusals must not wait on torch and timm, which take seconds to import."""
     out = tmp_path / "sub.csv"
     out.write_text("mine\n")
-    probe = ("import sys\nfrom maskcls.cli import main\ncode = main(sys.argv[1:])\n"
-             "print(code, sorted(m for m in ('torch', 'timm', 'albumentations') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", probe, "-q", "predict", str(trained_run), "--data", str(demo_root / "eval"),
-                             "--out", str(out)], capture_output=True, text=True)
-    assert result.stdout.split() == ["2", "[]"], (result.stdout, result.stderr)
-    assert f"{out}: exists; pass --force" in result.stderr and out.read_text() == "mine\n"
+    result, imported = heavy_imports_of("predict", trained_run, "--data", demo_root / "eval", "--out", out)
+    assert imported == [] and f"{out}: exists; pass --force" in result.stderr and out.read_text() == "mine\n"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "notes.txt").write_text("mine")
+    result, imported = heavy_imports_of("export", trained_run, "--out", tmp_path / "model")
+    assert imported == [] and "exists and is not empty; pass --force" in result.stderr
+    result, imported = heavy_imports_of("serve", tmp_path / "nothing")
+    assert imported == [] and f"{tmp_path / 'nothing'}: not found" in result.stderr
 
 
 # -- unclear failures become one line ----------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..checkpoint import checkpoints_of, load_model
 from ..data.dataset import PhotoDataset
 from ..data.layout import load_eval, load_train
 from ..errors import MaskclsError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, refuse_filled_folder
 from ..infer import load_recipe, recipe_of_runs
 from ..infer.runtime import tta_views
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
@@ -63,8 +63,10 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
     recipe = source_recipe(source)
     checkpoints = [checkpoints_of(run) for run in recipe.trained_runs()]
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise MaskclsError(f"{out}: exists and is not empty; pass --force to replace it, or choose another --out")
+    refuse_filled_folder(out, force)
+    for path in (path for paths in checkpoints for path in paths):
+        if out.resolve() in Path(path).resolve().parents:  # with --force the model folder is replaced, and what is under it lost
+            raise MaskclsError(f"{out}: holds {path}, a checkpoint being exported; write the model elsewhere (--out)")
     if int8 and data is None:
         raise MaskclsError("--int8 calibrates on train photos: pass --data DATA")
     staging = out.with_name(out.name + ".partial")  # the model folder appears whole or not at all

@@ -23,6 +23,7 @@ from ..faces import Face, FaceDetector
 from ..infer import Vote, combine
 from ..infer.probs import mask_and_gender_age
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name, decode
+from . import model_source
 from .export import MODEL_FORMAT, ProbsGraph, source_recipe
 
 # A cap on the threads of one photo's detection: MTCNN's networks are too small to share among many cores.
@@ -86,15 +87,13 @@ class ServedModel:
         """An export's graphs, or a fit / run folder in PyTorch. `int8`: True or False picks an
         export's int8 or fp32 graphs; None takes its int8 ones when it has them, as they are the
         faster at a cost the export measured."""
-        folder = Path(folder)
+        folder = model_source(folder)
         if (folder / "model.json").is_file():
             return cls.from_export(folder, int8)
         if int8:
             raise MaskclsError(f"{folder}: int8 needs an exported model; run `maskcls export {folder} --int8 --data DATA --out MODEL` "
                                "and serve MODEL")
-        if folder.is_dir() or folder.is_file():
-            return cls.from_runs(folder)
-        raise MaskclsError(f"{folder}: not found; pass a folder that `maskcls export` wrote, or a fit, ensemble or run folder")
+        return cls.from_runs(folder)
 
     @classmethod
     def from_export(cls, folder: Path, int8: bool | None = None) -> ServedModel:
