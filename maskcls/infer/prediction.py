@@ -42,12 +42,14 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     results = [member_probs(paths, evaluation.files, recipe.tta, batch_size, num_workers, progress) for paths in checkpoints]
     members_probs = [probs for probs, _ in results]
     preprocessing = [pre for _, member_preprocessing in results for pre in member_preprocessing]
+    labels, probs = combine(members_probs, recipe.vote)  # photo by photo, the answer unless persons are pooled
     groups, persons = None, {"asked": recipe.by_person}
     if recipe.by_person:
         groups = person_groups(evaluation.files, faces=eval_faces(preprocessing, evaluation.files))
-        groups, persons["distance"] = checked_grouping(groups, combine(members_probs, recipe.vote)[1])
+        groups, persons["distance"] = checked_grouping(groups, probs)
+        if groups is not None:
+            labels, probs = combine(members_probs, recipe.vote, groups)
     persons["grouped"] = groups is not None
-    labels, probs = combine(members_probs, recipe.vote, groups)
     # The submission is written last, so a complete submission means its companions are complete too.
     with atomic_write(outputs["probs"], "wb", what="probabilities") as handle:
         np.save(handle, probs.astype(np.float32))
