@@ -101,6 +101,24 @@ def test_the_low_pass_runs_only_where_the_first_is_unsure_and_finds_masked_faces
     assert hits["chain"] >= hits["without the low pass"] + len(rows) // 6, hits
 
 
+def test_the_two_passes_share_pnets_maps_and_find_what_separate_passes_find(wide_root, monkeypatch):
+    from maskcls.faces import mtcnn
+
+    rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "0"][:8]
+    detector = FaceDetector(DetectorSettings(rescue_below=1.0))  # the low pass runs on every photo
+    detector.detect(read_rgb(wide_root / "train" / "images" / rows[0]["path"]))
+    pnet_runs = []
+    real_pyramid = mtcnn._pyramid
+    monkeypatch.setattr(mtcnn, "_pyramid", lambda *a: pnet_runs.append(1) or real_pyramid(*a))
+    for row in rows:
+        rgb = read_rgb(wide_root / "train" / "images" / row["path"])
+        pnet_runs.clear()
+        found = detector.find(rgb)
+        assert len(pnet_runs) == 1  # one pyramid through P-net for both passes
+        separate = detector.rank(detector.detect(rgb) + detector._mtcnn_pass(rgb, detector.settings.rescue_thresholds, "mtcnn-low"))
+        assert found == (separate or detector.detect_haar(rgb))
+
+
 def test_refinement_widens_a_box_on_the_upper_face_to_the_face(wide_root):
     rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "2"][:6]
     detector, unrefined = FaceDetector(), FaceDetector(DetectorSettings(refine_steps=0))

@@ -130,22 +130,33 @@ class FaceDetector:
         return self._mtcnn_pass(rgb, self.settings.thresholds, "mtcnn")
 
     def find(self, rgb: np.ndarray) -> list[Face]:
-        found = self.detect(rgb)
-        if self.settings.rescue_thresholds and max((f.score for f in found), default=0.0) <= self.settings.rescue_below:
-            found = self.rank(found + self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low"))
+        with self._lock:
+            maps = self._pnet_maps(rgb)  # the two passes differ in thresholds only, so they share P-net's maps
+            found = self._mtcnn_pass(rgb, self.settings.thresholds, "mtcnn", maps)
+            if self.settings.rescue_thresholds and max((f.score for f in found), default=0.0) <= self.settings.rescue_below:
+                found = self.rank(found + self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low", maps))
         return found or self.detect_haar(rgb)
 
     def main_face(self, rgb: np.ndarray) -> Face:
         found = self.find(rgb)
         return found[0] if found else centre_face(*rgb.shape[:2])
 
-    def _mtcnn_pass(self, rgb: np.ndarray, thresholds, source: str) -> list[Face]:
-        height, width = rgb.shape[:2]
-        if min(height, width) < MIN_FACE_PIXELS:
-            return []  # no face the networks can see fits, and the image pyramid would be empty
+    def _min_face_size(self, rgb: np.ndarray) -> int | None:
+        """The smallest face searched for in pixels; None where no face the networks can see
+        fits, and the image pyramid would be empty."""
+        short = min(rgb.shape[:2])
+        return None if short < MIN_FACE_PIXELS else max(MIN_FACE_PIXELS, int(self.settings.min_face * short))
+
+    def _pnet_maps(self, rgb: np.ndarray):
+        size = self._min_face_size(rgb)
+        return None if size is None else self._network().pnet_maps(rgb, size, self.settings.pyramid_factor)
+
+    def _mtcnn_pass(self, rgb: np.ndarray, thresholds, source: str, maps=None) -> list[Face]:
+        min_face_size = self._min_face_size(rgb)
+        if min_face_size is None:
+            return []
         with self._lock:
-            min_face_size = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
-            boxes, scores, landmarks = self._network().detect(rgb, min_face_size, thresholds, self.settings.pyramid_factor)
+            boxes, scores, landmarks = self._network().detect(rgb, min_face_size, thresholds, self.settings.pyramid_factor, maps)
             if not len(boxes):
                 return []
             boxes, landmarks, scores = self.refine(rgb, boxes, landmarks, scores)

@@ -24,6 +24,7 @@ CASCADES = ("onnxruntime", "facenet-pytorch")  # this module's cascade; facenet-
 PNET_CELL, PNET_STRIDE = 12, 2  # P-net scores a 12-pixel window every 2 pixels of a pyramid level
 RNET_SIDE, ONET_SIDE = 24, 48
 LEVEL_NMS, PNET_NMS, RNET_NMS, ONET_NMS = 0.5, 0.7, 0.7, 0.7  # overlap limits; O-net's counts the smaller box
+NMS_BLOCK = 256  # boxes whose overlaps with the rest are held at once: bounds the memory for the low pass's thousands
 
 
 def _session(net, side: int | None, outputs: tuple[str, ...], threads: int):
@@ -52,20 +53,28 @@ def _normalise(images: np.ndarray) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, limit: float, smaller: bool = False) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best score first. Overlap is the
-    intersection over the union, or over the smaller box when `smaller` (MTCNN's "Min")."""
-    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    intersection over the union, or over the smaller box when `smaller` (MTCNN's "Min").
+
+    The overlaps are computed a block of boxes at a time, each against every box ranked below
+    it, so the greedy walk that follows is a row lookup per box rather than numpy calls per kept
+    box, whose overhead was most of the time at the few dozen boxes a photo has."""
     order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = (boxes[order, i] for i in range(4))
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    alive = np.ones(len(order), dtype=bool)
     keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        width = np.maximum(0.0, np.minimum(x1[best], x1[rest]) - np.maximum(x0[best], x0[rest]) + 1)
-        height = np.maximum(0.0, np.minimum(y1[best], y1[rest]) - np.maximum(y0[best], y0[rest]) + 1)
+    for start in range(0, len(order), NMS_BLOCK):
+        rows = slice(start, start + NMS_BLOCK)
+        width = np.maximum(0.0, np.minimum(x1[rows, None], x1[None, start:]) - np.maximum(x0[rows, None], x0[None, start:]) + 1)
+        height = np.maximum(0.0, np.minimum(y1[rows, None], y1[None, start:]) - np.maximum(y0[rows, None], y0[None, start:]) + 1)
         inter = width * height
-        overlap = inter / (np.minimum(area[best], area[rest]) if smaller else area[best] + area[rest] - inter)
-        order = rest[overlap <= limit]
-    return np.asarray(keep, dtype=np.int64)
+        union = np.minimum(area[rows, None], area[None, start:]) if smaller else area[rows, None] + area[None, start:] - inter
+        survives = inter / union <= limit
+        for row in range(survives.shape[0]):
+            if alive[start + row]:
+                keep.append(start + row)
+                alive[start:] &= survives[row]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,7 +138,9 @@ def _chips(rgb: np.ndarray, boxes: np.ndarray, side: int) -> np.ndarray:
 
 class MTCNNCascade:
     """`detect(rgb, ...)` -> (boxes N x 4, scores N, landmarks N x 5 x 2) for a uint8 RGB photo;
-    `onet(chips)` -> (offsets N x 4, landmarks N x 10, face probability N) for 48 x 48 chips.
+    `onet(chips)` -> (offsets N x 4, landmarks N x 10, face probability N) for 48 x 48 chips;
+    `pnet_maps(rgb, ...)`: P-net's maps over the photo's pyramid, which `detect` takes to skip
+    them. They do not depend on the thresholds, so two passes over one photo can share them.
     Not safe for two threads at once; FaceDetector holds a lock around it."""
 
     def __init__(self, threads: int = 1):
@@ -143,8 +154,17 @@ class MTCNNCascade:
         offsets, landmarks, probs = self._onet.run(None, {"image": _normalise(chips)})
         return offsets, landmarks, probs[:, 1]
 
-    def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float):
-        boxes = self._proposals(rgb, min_face_size, thresholds[0], factor)
+    def pnet_maps(self, rgb: np.ndarray, min_face_size: int, factor: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(scale, box offsets 4 x H x W, face probability H x W) for each level of the pyramid."""
+        maps = []
+        for scale, level in _pyramid(rgb, min_face_size, factor):
+            offsets, probs = self._pnet.run(None, {"image": _normalise(level[None])})
+            maps.append((scale, offsets[0], probs[0, 1]))
+        return maps
+
+    def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float, maps=None):
+        maps = self.pnet_maps(rgb, min_face_size, factor) if maps is None else maps
+        boxes = self._proposals(maps, thresholds[0])
         if not len(boxes):
             return _no_faces()
         # R-net: keep the windows it calls faces, regressed to the face and squared.
@@ -165,18 +185,18 @@ class MTCNNCascade:
         keep = nms(boxes, scores, ONET_NMS, smaller=True)
         return boxes[keep], scores[keep], landmarks[keep]
 
-    def _proposals(self, rgb: np.ndarray, min_face_size: int, threshold: float, factor: float) -> np.ndarray:
+    @staticmethod
+    def _proposals(maps, threshold: float) -> np.ndarray:
         """P-net's windows over the image pyramid, regressed (x0, y0, x1, y1 rows); R-net scores them anew."""
         found = []
-        for scale, level in _pyramid(rgb, min_face_size, factor):
-            offsets, probs = self._pnet.run(None, {"image": _normalise(level[None])})
-            rows, cols = np.nonzero(probs[0, 1] >= threshold)
+        for scale, offsets, probs in maps:
+            rows, cols = np.nonzero(probs >= threshold)
             if len(rows):
                 cells = np.stack([cols, rows], axis=1).astype(np.float64)
                 windows = np.hstack([np.floor((PNET_STRIDE * cells + 1) / scale),
                                      np.floor((PNET_STRIDE * cells + PNET_CELL) / scale)])
-                scores = probs[0, 1, rows, cols].astype(np.float64)
-                regress = offsets[0][:, rows, cols].T
+                scores = probs[rows, cols].astype(np.float64)
+                regress = offsets[:, rows, cols].T
                 keep = nms(windows, scores, LEVEL_NMS)
                 found.append(np.hstack([windows[keep], scores[keep, None], regress[keep]]))
         if not found:
@@ -203,7 +223,10 @@ class FacenetMTCNN:
             offsets, landmarks, probs = (t.numpy() for t in self._mtcnn.onet(inputs))
         return offsets, landmarks, probs[:, 1]
 
-    def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float):
+    def pnet_maps(self, rgb: np.ndarray, min_face_size: int, factor: float) -> None:
+        return None  # facenet-pytorch's detect runs its own pyramid each time
+
+    def detect(self, rgb: np.ndarray, min_face_size: int, thresholds, factor: float, maps=None):
         self._mtcnn.min_face_size, self._mtcnn.thresholds, self._mtcnn.factor = min_face_size, list(thresholds), factor
         boxes, scores, landmarks = self._mtcnn.detect(rgb, landmarks=True)
         if boxes is None:
