@@ -55,3 +55,19 @@ def test_holdout_never_shares_a_person():
 def test_bad_fold_counts(folds, message):
     with pytest.raises(MaskclsError, match=message):
         person_folds(synthetic_persons(), folds)
+
+
+def test_a_group_smaller_than_the_folds_is_said_once_in_our_words(caplog, recwarn):
+    persons = synthetic_persons(60)
+    persons.loc[persons["age_group"] == 2, "age_group"] = 1
+    persons.loc[0, ["gender_code", "age_group"]] = (0, 2)  # one older man: a group of one person
+    with caplog.at_level("WARNING", logger="maskcls"):
+        folds = person_folds(persons, 5)
+    assert set(folds) == set(range(5))
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("maskcls")]
+    assert len(lines) == 1 and "smallest gender x age group has 1 person" in lines[0], lines
+    assert not [w for w in recwarn if "least populated" in str(w.message)]  # not sklearn's own warning as well
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="maskcls"):
+        person_folds(synthetic_persons(), 5)
+    assert not caplog.records  # every group large enough: nothing to say

@@ -5,11 +5,16 @@ together. Deterministic for a seed.
 """
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ..errors import MaskclsError
+
+log = logging.getLogger(__name__)
 
 
 def person_folds(persons: pd.DataFrame, n_folds: int, seed: int = 0) -> np.ndarray:
@@ -22,10 +27,16 @@ def person_folds(persons: pd.DataFrame, n_folds: int, seed: int = 0) -> np.ndarr
     if np.bincount(strata).max() < n_folds:
         raise MaskclsError(f"folds={n_folds}: no gender x age group has {n_folds} persons ({len(persons)} in all); "
                            "use fewer folds (or a larger data.val_fraction), or more persons")
+    smallest = np.bincount(strata)[np.unique(strata)].min()
+    if smallest < n_folds:
+        log.warning("%d folds: the smallest gender x age group has %d person(s), so some folds hold none of it; "
+                    "the folds are stratified as far as the persons allow", n_folds, smallest)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of = np.full(len(persons), -1, dtype=np.int64)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(persons)), strata, groups=persons["id"].to_numpy())):
-        fold_of[held_out] = fold
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)  # said above, in our words
+        for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(persons)), strata, groups=persons["id"].to_numpy())):
+            fold_of[held_out] = fold
     return fold_of
 
 
