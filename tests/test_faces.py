@@ -277,7 +277,36 @@ def test_crop_command_writes_the_layout_and_a_box_table(wide_root, tmp_path):
     assert any(r["detector"].startswith("mtcnn") for r in rows)
     assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (64, 64, 3)
     again = cli("crop", source, "--out", out)
-    assert again.returncode == 2 and "not empty" in again.stderr and again.stderr.count("\n") == 1
+    assert again.returncode == 2 and "not empty" in again.stderr and "--force" in again.stderr and again.stderr.count("\n") == 1
+    onto_source = cli("crop", source, "--out", tmp_path, "--force")  # replacing it would delete the photos being cropped
+    assert onto_source.returncode == 2 and "holds the data set" in onto_source.stderr and (source / "eval" / "info.csv").exists()
+    replaced = cli("-q", "crop", source, "--out", out, "--size", "32", "--force")
+    assert replaced.returncode == 0, replaced.stderr
+    assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (32, 32, 3)
+    assert not (tmp_path / "cropped.partial").exists()
+
+
+def test_an_interrupted_crop_leaves_no_half_copy(wide_root, tmp_path, monkeypatch):
+    import shutil
+
+    from maskcls.data import cropped
+
+    source, out = tmp_path / "eval-only", tmp_path / "cropped"
+    shutil.copytree(wide_root / "eval", source / "eval")
+    calls = []
+
+    def failing_read(path):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return read_rgb(path)
+
+    monkeypatch.setattr(cropped, "read_rgb", failing_read)
+    with pytest.raises(KeyboardInterrupt):
+        cropped.write_cropped_copy(source, out, size=32, progress=False)
+    assert not out.exists() and not (tmp_path / "cropped.partial").exists()
+    monkeypatch.setattr(cropped, "read_rgb", read_rgb)
+    assert cropped.write_cropped_copy(source, out, size=32, progress=False) == {"eval": 6 * 7}  # a rerun needs no --force
 
 
 def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_path):

@@ -15,7 +15,7 @@ import cv2
 
 from ..errors import MaskclsError
 from ..faces import DetectorSettings, face_boxes
-from ..fileio import atomic_write
+from ..fileio import atomic_write, refuse_filled_folder
 from ..imageio import read_rgb
 from .layout import eval_folder, load_eval, load_train, train_folder
 from .transforms import Preprocess
@@ -25,12 +25,15 @@ COPIED_CSVS = ("train.csv", "info.csv", "truth.csv", "meta.csv")
 
 
 def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, settings: DetectorSettings | None = None,
-                       progress: bool = True, align: str = "eyes") -> dict:
+                       progress: bool = True, align: str = "eyes", force: bool = False) -> dict:
     """Crop every listed photo of `data` (train/ and eval/, whichever exist) into `out`; returns
-    {split: number of photos}. `size` rescales each crop to size x size; None keeps its pixels."""
+    {split: number of photos}. `size` rescales each crop to size x size; None keeps its pixels.
+    The copy is written beside `out` and appears whole or not at all; a filled `out` is kept
+    unless `force`."""
     data, out = Path(data), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise MaskclsError(f"{out}: already exists and is not empty; crop into a new folder")
+    refuse_filled_folder(out, force)
+    if out.resolve() == data.resolve() or out.resolve() in data.resolve().parents:
+        raise MaskclsError(f"{out}: holds the data set being cropped; write the copy elsewhere (--out)")
     splits = {}
     if (train_folder(data) / "train.csv").exists():
         train = load_train(data)
@@ -41,7 +44,17 @@ def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, 
         raise MaskclsError(f"{data}: holds neither train/train.csv nor eval/info.csv; point maskcls crop at a data set")
     # The crop is the one training and prediction make from a run's recorded preprocessing.
     pre = Preprocess(1, 1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "mtcnn", margin, settings or DetectorSettings(), align)
-    return {split: _crop_split(folder, files, out / split, pre, size, progress) for split, (folder, files) in splits.items()}
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted crop left
+    try:
+        counts = {split: _crop_split(folder, files, staging / split, pre, size, progress) for split, (folder, files) in splits.items()}
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return counts
 
 
 def _crop_split(folder: Path, files: list[Path], target: Path, pre: Preprocess, size, progress) -> int:
