@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,35 @@ def refuse_filled_folder(out, force: bool) -> None:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise MaskclsError(f"{out}: exists and is not empty; pass --force to replace it, or choose another --out")
+
+
+def refuse_replacing_inputs(out, inputs, what: str, result: str) -> None:
+    """An `out` that is, or holds, one of `inputs` (each `what`) is refused: replacing it
+    (--force) would delete what the command reads to write its `result`."""
+    out = Path(out).resolve()
+    for path in inputs:
+        path = Path(path).resolve()
+        if path == out or out in path.parents:
+            raise MaskclsError(f"{out}: holds {path}, {what}; write the {result} elsewhere (--out)")
+
+
+@contextmanager
+def folder_written_whole(out):
+    """A staging folder beside `out` to write into. When the block ends it replaces `out`; when
+    it fails it is removed. So `out` holds the whole result or what it held before, and a
+    rerun starts clean of an interrupted one."""
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import cv2
 
 from ..errors import MaskclsError
 from ..faces import DetectorSettings, face_boxes
-from ..fileio import atomic_write, refuse_filled_folder
+from ..fileio import atomic_write, folder_written_whole, refuse_filled_folder, refuse_replacing_inputs
 from ..imageio import read_rgb
 from .layout import eval_folder, load_eval, load_train, train_folder
 from .transforms import Preprocess
@@ -32,8 +32,7 @@ def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, 
     unless `force`."""
     data, out = Path(data), Path(out)
     refuse_filled_folder(out, force)
-    if out.resolve() == data.resolve() or out.resolve() in data.resolve().parents:
-        raise MaskclsError(f"{out}: holds the data set being cropped; write the copy elsewhere (--out)")
+    refuse_replacing_inputs(out, [data], "the data set being cropped", "copy")
     splits = {}
     if (train_folder(data) / "train.csv").exists():
         train = load_train(data)
@@ -44,16 +43,8 @@ def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, 
         raise MaskclsError(f"{data}: holds neither train/train.csv nor eval/info.csv; point maskcls crop at a data set")
     # The crop is the one training and prediction make from a run's recorded preprocessing.
     pre = Preprocess(1, 1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "mtcnn", margin, settings or DetectorSettings(), align)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted crop left
-    try:
+    with folder_written_whole(out) as staging:
         counts = {split: _crop_split(folder, files, staging / split, pre, size, progress) for split, (folder, files) in splits.items()}
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
     return counts
 
 

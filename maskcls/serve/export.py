@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ..checkpoint import checkpoints_of, load_model
 from ..data.dataset import PhotoDataset
 from ..data.layout import load_eval, load_train
 from ..errors import MaskclsError
-from ..fileio import atomic_write_text, refuse_filled_folder
+from ..fileio import atomic_write_text, folder_written_whole, refuse_filled_folder, refuse_replacing_inputs
 from ..infer import load_recipe, recipe_of_runs
 from ..infer.runtime import tta_views
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
@@ -64,16 +63,11 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
     checkpoints = [checkpoints_of(run) for run in recipe.trained_runs()]
     out = Path(out)
     refuse_filled_folder(out, force)
-    for path in (path for paths in checkpoints for path in paths):
-        if out.resolve() in Path(path).resolve().parents:  # with --force the model folder is replaced, and what is under it lost
-            raise MaskclsError(f"{out}: holds {path}, a checkpoint being exported; write the model elsewhere (--out)")
+    refuse_replacing_inputs(out, (path for paths in checkpoints for path in paths), "a checkpoint being exported", "model")
     if int8 and data is None:
         raise MaskclsError("--int8 calibrates on train photos: pass --data DATA")
-    staging = out.with_name(out.name + ".partial")  # the model folder appears whole or not at all
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     members, parity = [], []
-    try:
+    with folder_written_whole(out) as staging:  # the model folder appears whole or not at all
         for member, paths in zip(recipe.members, checkpoints, strict=True):
             graphs = []
             for index, path in enumerate(paths):
@@ -81,14 +75,8 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
                 graphs.append(graph)
                 parity.append({"graph": graph["file"], **report})
             members.append({"name": member.name, "graphs": graphs})
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
-        raise
-    spec = model_spec(recipe, members, parity, int8, staging)
-    atomic_write_text(staging / "model.json", json.dumps(spec, indent=2) + "\n", what="model description")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+        spec = model_spec(recipe, members, parity, int8, staging)
+        atomic_write_text(staging / "model.json", json.dumps(spec, indent=2) + "\n", what="model description")
     return spec
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 
 from ..config import dump_config, load_config
 from ..errors import MaskclsError
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text, folder_written_whole
 from ..htmlpage import data_uri, escape, page, table
 from ..infer.recipe import SHIPPED_RECIPES
 from .study import count, describe_trial, open_storage, read_study_file
@@ -53,9 +52,14 @@ def write_report(study_dir, storage: str | None = None, force: bool = False) -> 
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not complete:
         raise MaskclsError(f"study {record['study']!r}: no trial has completed yet, so there is nothing to report; run more trials")
-    staging = study_dir / "report.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    with folder_written_whole(out) as staging:
+        best = write_report_files(staging, record, study, complete)
+    return {"report": str(out / "report.html"), "best_trial": best.number, "best_macro_f1": best.value,
+            "best_config": str(out / "best.yaml"), "best_recipe": str(out / "best-recipe.yaml")}
+
+
+def write_report_files(staging: Path, record: dict, study, complete: list):
+    """report.html, its plots, best.yaml and best-recipe.yaml written into `staging`; returns the best trial."""
     sections = []
     for stem, title, plot in PLOTS:
         png, reason = draw(study, plot)
@@ -77,11 +81,7 @@ def write_report(study_dir, storage: str | None = None, force: bool = False) -> 
              f"<td>{escape(describe_trial(t).split(': ', 1)[1])}</td>"] for t in study.trials]
     body = header + "".join(sections) + "<h2>Trials</h2>" + table(["trial", "state", "macro-F1", "result"], rows)
     atomic_write_text(staging / "report.html", page(f"Study {record['study']}", body, "img { max-width: 100%; }"), what="report")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return {"report": str(out / "report.html"), "best_trial": best.number, "best_macro_f1": best.value,
-            "best_config": str(out / "best.yaml"), "best_recipe": str(out / "best-recipe.yaml")}
+    return best
 
 
 def draw(study, plot_name: str) -> tuple[bytes | None, str]:
