@@ -1,7 +1,7 @@
 """Face detection on wide scenes, per mask state: does the crop chain find the right face, and how fast?
 
     .venv/bin/python bench/faces.py --data WIDE_DIR [--persons 100] [--sweep] [--rescue T,T,T|none] [--rescue-below S] [--refine-steps N]
-        [--score-power P] [--profile]
+        [--score-power P] [--haar-full-size] [--profile]
         [--cascade onnxruntime|facenet-pytorch]
 
 WIDE_DIR holds train/ and eval/, each with images/ and a faces.csv (path,x0,y0,x1,y1,mask_state,
@@ -182,6 +182,7 @@ def main(argv=None) -> int:
                         help="run the low pass also when no first-pass face scores above this (0: only when it finds none)")
     parser.add_argument("--score-power", type=float, default=DetectorSettings.score_power,
                         help="the main face is the largest by area x score ** this (0: the largest)")
+    parser.add_argument("--haar-full-size", action="store_true", help="run the Haar fallback on the full-size photo (as before haar_downscale)")
     parser.add_argument("--profile", action="store_true", help="time the MTCNN stages of 30 train detections")
     parser.add_argument("--thresholds", type=float, nargs=3, default=DetectorSettings.thresholds, help="settings scored without --sweep")
     parser.add_argument("--save", type=Path, help="write the eval photos' results (one row a photo) to this CSV")
@@ -197,7 +198,8 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(1)
     chain = {"rescue_thresholds": None if args.rescue == "none" else tuple(float(v) for v in args.rescue.split(",")),
-             "refine_steps": args.refine_steps, "cascade": args.cascade, "rescue_below": args.rescue_below, "score_power": args.score_power}
+             "refine_steps": args.refine_steps, "cascade": args.cascade, "rescue_below": args.rescue_below, "score_power": args.score_power,
+             "haar_downscale": not args.haar_full_size}
     settings = DetectorSettings(thresholds=args.thresholds, min_face=args.min_face, pyramid_factor=args.factor, **chain)
     if args.persons:  # --persons 0: score eval only, with the settings given
         train = sample(load(args.data, "train"), args.persons)

@@ -98,6 +98,8 @@ class PreprocessConfig(Section):
     crop_score_power: float = field(default=DetectorSettings.score_power, metadata=bounds(ge=0, le=10))
     # Which implementation runs MTCNN: this package's ONNX one, or facenet-pytorch's (slower; boxes a few pixels apart).
     crop_cascade: CropCascade = DetectorSettings.cascade
+    # The Haar fallback runs on the photo shrunk until the smallest face fills its window (false: full size, as before).
+    crop_haar_downscale: bool = DetectorSettings.haar_downscale
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,7 @@ def test_detector_settings_recorded_before_a_step_existed_keep_it_off():
     settings = DetectorSettings.from_dict(before)
     assert settings.rescue_thresholds is None and settings.refine_steps == 0 and settings.cascade == "facenet-pytorch"
     assert settings.rescue_below == 0 and settings.score_power == 0  # the largest face, the low pass only where nothing was found
+    assert settings.haar_downscale is False and DetectorSettings().haar_downscale is True  # Haar at full size, as it ran then
     before_onnx = {k: v for k, v in DetectorSettings().to_dict().items() if k != "cascade"}
     assert DetectorSettings.from_dict(before_onnx) == DetectorSettings(cascade="facenet-pytorch")
     assert DetectorSettings().cascade == "onnxruntime"
@@ -165,6 +166,41 @@ def test_fallback_chain_says_which_step_found_the_face():
     assert detector.detect(wall) == [] and detector.detect_haar(wall) == []
     x0, y0, x1, y1 = face.box
     assert x1 - x0 == pytest.approx(y1 - y0) and 0 <= x0 and x1 <= 150
+
+
+def test_haar_runs_where_the_smallest_face_fills_its_window_and_answers_in_the_photos_pixels(wide_root):
+    import cv2
+
+    rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "2"]
+    shrunk, full = FaceDetector(), FaceDetector(DetectorSettings(haar_downscale=False))
+    seen = []
+
+    class Spy:  # what the cascade is given
+        def __init__(self, cascade):
+            self.cascade = cascade
+
+        def getOriginalWindowSize(self):
+            return self.cascade.getOriginalWindowSize()
+
+        def detectMultiScale(self, gray, **kwargs):
+            seen.append((gray.shape, kwargs["minSize"]))
+            return self.cascade.detectMultiScale(gray, **kwargs)
+
+    agree = 0
+    for row in rows:
+        small = read_rgb(wide_root / "train" / "images" / row["path"])
+        large = cv2.resize(small, (384, 512), interpolation=cv2.INTER_LINEAR)  # the competition's size
+        faces, reference = shrunk.detect_haar(large), full.detect_haar(large)
+        if shrunk._haar is not None and not isinstance(shrunk._haar, Spy):
+            shrunk._haar = Spy(shrunk._haar)
+        if faces and reference:
+            agree += iou(faces[0].box, reference[0].box) >= 0.7
+        assert all(-1 <= f.box[0] < f.box[2] <= 385 and -1 <= f.box[1] < f.box[3] <= 513 for f in faces)
+        assert shrunk.detect_haar(small) == full.detect_haar(small)  # a 160-px photo's smallest face is below the window already
+    assert agree >= 3, agree
+    window = min(cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml").getOriginalWindowSize())
+    big = [(shape, size) for shape, size in seen if shape[0] > 213]
+    assert big and all(shape == (267, 200) and size == (window, window) for shape, size in big), big[:2]
 
 
 def test_square_box_and_crop_pad_outside_the_photo():

@@ -44,7 +44,8 @@ class Preprocess:
             return cls(int(height), int(width), mean, std)
         detector = DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
                                     rescue_thresholds=cfg.crop_rescue_thresholds, rescue_below=cfg.crop_rescue_below,
-                                    refine_steps=cfg.crop_refine_steps, score_power=cfg.crop_score_power, cascade=cfg.crop_cascade)
+                                    refine_steps=cfg.crop_refine_steps, score_power=cfg.crop_score_power, cascade=cfg.crop_cascade,
+                                    haar_downscale=cfg.crop_haar_downscale)
         return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector, cfg.crop_align)
 
     def to_dict(self) -> dict:

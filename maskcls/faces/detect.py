@@ -13,6 +13,8 @@ pass at far lower floors runs ("mtcnn-low"): its false boxes matter little there
 alternative is a cascade that rarely finds a masked face, or a guess. And every box goes back
 through O-net, which regresses a box towards the face it sees: on a masked face its first box
 often covers only the eyes and brow, and a second look from that box widens it to the face.
+Haar's cascade, where it comes to that, runs on the photo shrunk until the smallest face
+searched for fills its window, so it scans no window smaller than a face it may report.
 The main face is the largest. Two settings can widen the second pass to photos where the first
 is unsure (`rescue_below`) and weight the ranking by O-net's last score (`score_power`), as the
 low pass's false boxes on a neck or a torso are often larger than the face; both are off, as
@@ -44,7 +46,7 @@ DUPLICATE_IOU = 0.5  # a low-pass face overlapping a kept one this much is the s
 # trained on the box framing reads as another face), and the largest face as the main one, the
 # second pass only where the first found nothing.
 RECORDED_BEFORE = {"rescue_thresholds": None, "refine_steps": 0, "cascade": "facenet-pytorch", "rescue_below": 0.0,
-                   "score_power": 0.0}
+                   "score_power": 0.0, "haar_downscale": False}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
 CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
@@ -64,6 +66,10 @@ class DetectorSettings:
     refine_steps: int = 2  # O-net passes over each found box
     score_power: float = 0.0  # faces rank by area x score ** this (0: the largest first); the first is the main face
     cascade: str = "onnxruntime"  # which implementation runs MTCNN (maskcls/faces/mtcnn.py)
+    # Haar's cascade runs on the photo shrunk until the smallest face searched for fills the
+    # cascade's own window, as MTCNN's pyramid starts where it fills P-net's. At full size it
+    # scans windows smaller than any face it may report.
+    haar_downscale: bool = True
 
     def __post_init__(self):
         # Floors arrive as lists from YAML and JSON records; as tuples the settings compare and hash as values.
@@ -198,12 +204,18 @@ class FaceDetector:
         side = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
         if min(height, width) < side:
             return []
-        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         with self._lock:
             if self._haar is None:
                 self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)
-            found = self._haar.detectMultiScale(gray, scaleFactor=HAAR_SCALE, minNeighbors=HAAR_NEIGHBOURS, minSize=(side, side))
-        faces = [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, "haar") for x, y, w, h in found]
+            scale = min(1.0, min(self._haar.getOriginalWindowSize()) / side) if self.settings.haar_downscale else 1.0
+            if scale < 1:
+                gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+            smallest = max(1, round(side * scale))
+            found = self._haar.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=HAAR_SCALE, minNeighbors=HAAR_NEIGHBOURS,
+                                                minSize=(smallest, smallest))
+        faces = [Face((float(x / scale), float(y / scale), float((x + w) / scale), float((y + h) / scale)), 1.0, "haar")
+                 for x, y, w, h in found]
         return sorted(faces, key=lambda f: -f.area)
 
     def _network(self) -> MTCNNCascade | FacenetMTCNN:
