@@ -201,8 +201,8 @@ class FaceDetector:
 
     def detect_haar(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
-        side = max(MIN_FACE_PIXELS, int(self.settings.min_face * min(height, width)))
-        if min(height, width) < side:
+        side = self._min_face_size(rgb)
+        if side is None:
             return []
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         with self._lock:
