@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faces as bench_faces  # noqa: E402
 
-from maskcls.faces.crop import crop_face  # noqa: E402
+from maskcls.faces.crop import crop_face, square_box  # noqa: E402
 from maskcls.faces.detect import DetectorSettings, FaceDetector  # noqa: E402
 from maskcls.faces.mtcnn import ONET_SIDE  # noqa: E402
 from maskcls.imageio import read_rgb  # noqa: E402
@@ -84,12 +84,6 @@ def draw_mask(rgb: np.ndarray, box, landmarks, rng: np.random.Generator, placeme
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def _square(box) -> list[int]:
-    side = max(1, int(round(max(box[2] - box[0], box[3] - box[1]))))
-    x0, y0 = int(round((box[0] + box[2] - side) / 2)), int(round((box[1] + box[3] - side) / 2))
-    return [x0, y0, x0 + side, y0 + side]
-
-
 _detector = None
 
 
@@ -127,7 +121,7 @@ def _chips_of(job) -> list:
         for floors, source in ((_detector.settings.thresholds, "mtcnn"), (_detector.settings.rescue_thresholds, "mtcnn-low")):
             boxes += [face.box for face in _detector._mtcnn_pass(rgb, floors, source, maps)]
         for box in boxes:
-            square = _square(box)
+            square = square_box(box, 0.0)  # the square the refinement's O-net passes cut
             chip = cv2.resize(crop_face(rgb, square, 0.0), (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
             chips.append((chip, bench_faces.iou(square, truth), (truth - np.array(square)) / (square[2] - square[0])))
     return chips
