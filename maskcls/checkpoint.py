@@ -18,6 +18,7 @@ import torch
 from .config import config_from_dict
 from .data.transforms import Preprocess
 from .errors import MaskclsError
+from .faces.onet import adopt_onet
 from .fileio import atomic_write
 from .models import build_model
 
@@ -62,6 +63,7 @@ def checkpoints_of(member) -> list[Path]:
 
 def load_model(path, device=None):
     """(model, preprocess, checkpoint) rebuilt from the checkpoint alone, in eval mode on `device`."""
+    path = Path(path)
     checkpoint = load(path)
     cfg = config_from_dict(checkpoint["config"], where=f"{path}: ")
     model_cfg = cfg.model.replace(weights="none")  # the checkpoint carries the weights
@@ -73,6 +75,8 @@ def load_model(path, device=None):
     if replace(pre, detector=recorded.detector, **before) != recorded:
         raise MaskclsError(f"{path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
     pre = recorded
+    if pre.crop != "none" and pre.detector.onet is not None:
+        adopt_onet(pre.detector.onet, path.parent)  # the run folder's copy of its tuned O-net, for a store that lacks it
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:

@@ -22,6 +22,7 @@ from .errors import MaskclsError
 from .faces import CROP_ALIGNS, DetectorSettings
 from .faces.detect import MAX_REFINE_STEPS
 from .faces.mtcnn import CASCADES
+from .faces.tune import OnetTuning
 from .loss import check_loss_name
 from .models import MODES, check_model_config
 from .models.heads import HEAD_LAYOUTS
@@ -32,6 +33,7 @@ AugmentPreset = Literal["none", "light", "medium", "strong"]
 Crop = Literal["none", "mtcnn"]
 CropAlign = Literal[CROP_ALIGNS]
 CropCascade = Literal[CASCADES]
+CropOnet = Literal["tuned", "packaged"]
 HeadName = Literal[tuple(HEAD_LAYOUTS)]
 ModelMode = Literal[MODES]
 OptimizerName = Literal[tuple(OPTIMIZERS)]
@@ -100,6 +102,12 @@ class PreprocessConfig(Section):
     crop_cascade: CropCascade = DetectorSettings.cascade
     # The Haar fallback runs on the photo shrunk until the smallest face fills its window (false: full size, as before).
     crop_haar_downscale: bool = DetectorSettings.haar_downscale
+    # tuned: before detecting, fine-tune MTCNN's O-net on masks drawn over this data's bare train faces (maskcls/faces/tune.py),
+    # once per data set and settings; packaged: facenet-pytorch's O-net as it ships.
+    crop_onet: CropOnet = "tuned"
+    crop_onet_photos: int = field(default=OnetTuning.photos, metadata=bounds(ge=1))  # bare photos sampled, one per person
+    crop_onet_epochs: int = field(default=OnetTuning.epochs, metadata=bounds(ge=1))
+    crop_onet_seed: int = OnetTuning.seed
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ from pathlib import Path
 
 from .errors import MaskclsError
 
+CACHE_ENV = "MASKCLS_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where maskcls keeps what it can make again (face detections, tuned detectors); `MASKCLS_CACHE` moves it."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "maskcls")
+
 
 def refuse_filled_folder(out, force: bool) -> None:
     """An output folder that already holds files is kept unless `force`."""

@@ -54,6 +54,15 @@ def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_ro
         ServedModel.load(run, int8=True)
 
 
+def test_an_exported_model_brings_its_tuned_onet_to_a_machine_that_lacks_it(exported, wide_root, tmp_path, monkeypatch):
+    digest = json.loads((exported / "model.json").read_text())["members"][0]["graphs"][0]["preprocess"]["detector"]["onet"]
+    assert digest is not None and (exported / f"onet-{digest}.safetensors").is_file()
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "fresh"))  # the serving machine has never trained anything
+    photo = read_rgb(sorted((wide_root / "eval" / "images").iterdir())[0])
+    assert ServedModel.load(exported).predict(photo)["faces"]
+    assert not (tmp_path / "fresh").exists()  # served from the model folder, the user's cache untouched
+
+
 def test_an_export_without_int8_is_served_in_fp32(exported, tmp_path):
     fp32_only = tmp_path / "fp32"
     shutil.copytree(exported, fp32_only)

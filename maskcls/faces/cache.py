@@ -21,19 +21,15 @@ import cv2
 from tqdm import tqdm
 
 from ..errors import MaskclsError
+from ..fileio import CACHE_ENV, cache_dir
 from ..imageio import read_rgb
 from .detect import CHAIN, DetectorSettings, Face, FaceDetector
 
-CACHE_ENV = "MASKCLS_CACHE"
 PARALLEL_FROM = 64  # photos to detect before worker processes pay for their start
 MAX_DETECT_WORKERS = 8
 # The table's name changes with its columns: rows of an older table (no landmarks) are never read as faces without them.
 SCHEMA = ("CREATE TABLE IF NOT EXISTS main_faces (settings TEXT, content TEXT, x0 REAL, y0 REAL, x1 REAL, y1 REAL, score REAL, "
           "source TEXT, landmarks TEXT, PRIMARY KEY (settings, content))")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "maskcls")
 
 
 def settings_key(settings: DetectorSettings) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import MaskclsError
 from .crop import crop_face, square_box
 from .mtcnn import CASCADES, ONET_SIDE, FacenetMTCNN, MTCNNCascade, nms
+from .onet import load_onet
 
 DETECTORS = ("mtcnn",)
 # Last resort when no detector finds a face: a square of this fraction of the short side,
@@ -46,7 +47,7 @@ DUPLICATE_IOU = 0.5  # a low-pass face overlapping a kept one this much is the s
 # trained on the box framing reads as another face), and the largest face as the main one, the
 # second pass only where the first found nothing.
 RECORDED_BEFORE = {"rescue_thresholds": None, "refine_steps": 0, "cascade": "facenet-pytorch", "rescue_below": 0.0,
-                   "score_power": 0.0, "haar_downscale": False}
+                   "score_power": 0.0, "haar_downscale": False, "onet": None}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
 CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
@@ -70,6 +71,7 @@ class DetectorSettings:
     # cascade's own window, as MTCNN's pyramid starts where it fills P-net's. At full size it
     # scans windows smaller than any face it may report.
     haar_downscale: bool = True
+    onet: str | None = None  # the digest of a tuned O-net (faces/tune.py, stored by faces/onet.py); None: facenet-pytorch's
 
     def __post_init__(self):
         # Floors arrive as lists from YAML and JSON records; as tuples the settings compare and hash as values.
@@ -88,6 +90,8 @@ class DetectorSettings:
                                "score_power in [0, 10]")
         if not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
             raise MaskclsError(f"refine_steps={self.refine_steps}: give 0 to {MAX_REFINE_STEPS} O-net passes")
+        if self.onet is not None and not (len(self.onet) == 16 and all(c in "0123456789abcdef" for c in self.onet)):
+            raise MaskclsError(f"onet={self.onet!r}: give the 16 hex digits of a tuned O-net's digest, or none for facenet-pytorch's")
         if not 0 < self.min_face < 1 or not 0.3 <= self.pyramid_factor < 1:
             raise MaskclsError(f"min_face={self.min_face}, pyramid_factor={self.pyramid_factor}: min_face must lie in (0, 1), "
                                "pyramid_factor in [0.3, 1)")
@@ -124,9 +128,10 @@ class FaceDetector:
     faces found; `main_face(rgb)` always returns one: find's first, else the centre crop. Lists
     are ranked as the settings' `score_power` says, the main face first."""
 
-    def __init__(self, settings: DetectorSettings | None = None, threads: int = 1):
+    def __init__(self, settings: DetectorSettings | None = None, threads: int = 1, onet_folders=()):
         self.settings = settings or DetectorSettings()
         self.threads = threads  # for MTCNN's networks: one suits a process per core, more speeds a single photo
+        self.onet_folders = tuple(onet_folders)  # where a tuned O-net's weights may lie besides the store (a model folder)
         self._mtcnn = None  # built on first use
         self._haar = None
         # Neither MTCNN nor a cascade may run in two threads at once; the service answers requests in threads.
@@ -142,6 +147,15 @@ class FaceDetector:
             if self.settings.rescue_thresholds and max((f.score for f in found), default=0.0) <= self.settings.rescue_below:
                 found = self.rank(found + self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low", maps))
         return found or self.detect_haar(rgb)
+
+    def candidates(self, rgb: np.ndarray) -> list[Face]:
+        """Every face either MTCNN pass finds, repeats included: what the chain asks O-net about."""
+        with self._lock:
+            maps = self._pnet_maps(rgb)
+            found = self._mtcnn_pass(rgb, self.settings.thresholds, "mtcnn", maps)
+            if self.settings.rescue_thresholds:
+                found += self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low", maps)
+        return found
 
     def main_face(self, rgb: np.ndarray) -> Face:
         found = self.find(rgb)
@@ -220,7 +234,8 @@ class FaceDetector:
 
     def _network(self) -> MTCNNCascade | FacenetMTCNN:
         if self._mtcnn is None:
-            self._mtcnn = MTCNNCascade(self.threads) if self.settings.cascade == "onnxruntime" else FacenetMTCNN()
+            state = None if self.settings.onet is None else load_onet(self.settings.onet, self.onet_folders)
+            self._mtcnn = MTCNNCascade(self.threads, state) if self.settings.cascade == "onnxruntime" else FacenetMTCNN(state)
         return self._mtcnn
 
 

@@ -46,7 +46,17 @@ def _session(net, side: int | None, outputs: tuple[str, ...], threads: int):
     return ort.InferenceSession(graph.getvalue(), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _normalise(images: np.ndarray) -> np.ndarray:
+def onet_network(state: dict | None = None):
+    """facenet-pytorch's O-net, with its packaged weights or with `state` (a tuned one's)."""
+    from facenet_pytorch.models.mtcnn import ONet
+
+    net = ONet(pretrained=state is None)
+    if state is not None:
+        net.load_state_dict(state)
+    return net.eval()
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
     """uint8 NxHxWx3 -> float32 Nx3xHxW scaled as MTCNN was trained."""
     return np.ascontiguousarray(((images.astype(np.float32) - 127.5) * 0.0078125).transpose(0, 3, 1, 2))
 
@@ -143,22 +153,22 @@ class MTCNNCascade:
     them. They do not depend on the thresholds, so two passes over one photo can share them.
     Not safe for two threads at once; FaceDetector holds a lock around it."""
 
-    def __init__(self, threads: int = 1):
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # the packaged weights load with the networks
+    def __init__(self, threads: int = 1, onet_state: dict | None = None):
+        from facenet_pytorch.models.mtcnn import PNet, RNet  # the packaged weights load with the networks
 
         self._pnet = _session(PNet(), None, ("offsets", "probs"), threads)
         self._rnet = _session(RNet(), RNET_SIDE, ("offsets", "probs"), threads)
-        self._onet = _session(ONet(), ONET_SIDE, ("offsets", "landmarks", "probs"), threads)
+        self._onet = _session(onet_network(onet_state), ONET_SIDE, ("offsets", "landmarks", "probs"), threads)
 
     def onet(self, chips: np.ndarray):
-        offsets, landmarks, probs = self._onet.run(None, {"image": _normalise(chips)})
+        offsets, landmarks, probs = self._onet.run(None, {"image": normalise(chips)})
         return offsets, landmarks, probs[:, 1]
 
     def pnet_maps(self, rgb: np.ndarray, min_face_size: int, factor: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """(scale, box offsets 4 x H x W, face probability H x W) for each level of the pyramid."""
         maps = []
         for scale, level in _pyramid(rgb, min_face_size, factor):
-            offsets, probs = self._pnet.run(None, {"image": _normalise(level[None])})
+            offsets, probs = self._pnet.run(None, {"image": normalise(level[None])})
             maps.append((scale, offsets[0], probs[0, 1]))
         return maps
 
@@ -169,7 +179,7 @@ class MTCNNCascade:
             return _no_faces()
         # R-net: keep the windows it calls faces, regressed to the face and squared.
         squares = _squares(boxes)
-        offsets, probs = self._rnet.run(None, {"image": _normalise(_chips(rgb, squares, RNET_SIDE))})
+        offsets, probs = self._rnet.run(None, {"image": normalise(_chips(rgb, squares, RNET_SIDE))})
         passed = probs[:, 1] > thresholds[1]
         squares, scores, offsets = squares[passed], probs[passed, 1], offsets[passed]
         keep = nms(squares, scores, RNET_NMS)
@@ -210,15 +220,17 @@ class FacenetMTCNN:
     """facenet-pytorch's own MTCNN behind the same two calls: runs recorded before the ONNX
     cascade were trained on its crops, so they are cropped by it still."""
 
-    def __init__(self):
+    def __init__(self, onet_state: dict | None = None):
         from facenet_pytorch import MTCNN
 
         self._mtcnn = MTCNN(keep_all=True, device="cpu")
+        if onet_state is not None:
+            self._mtcnn.onet.load_state_dict(onet_state)
 
     def onet(self, chips: np.ndarray):
         import torch
 
-        inputs = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+        inputs = torch.from_numpy(normalise(chips))
         with torch.inference_mode():
             offsets, landmarks, probs = (t.numpy() for t in self._mtcnn.onet(inputs))
         return offsets, landmarks, probs[:, 1]

@@ -23,6 +23,7 @@ from ..checkpoint import checkpoints_of, load_model
 from ..data.dataset import PhotoDataset
 from ..data.layout import load_eval, load_train
 from ..errors import MaskclsError
+from ..faces.onet import carry_onet
 from ..fileio import atomic_write_text, folder_written_whole, refuse_filled_folder, refuse_replacing_inputs
 from ..infer import load_recipe, recipe_of_runs
 from ..infer.runtime import tta_views
@@ -109,6 +110,8 @@ def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8:
                            "the export is wrong, nothing was written")
     report = {"max_abs_diff_fp32": difference, "photos": len(sample)}
     graph = {"file": fp32.name, "preprocess": pre.to_dict(), "checkpoint": str(path)}
+    if pre.crop != "none" and pre.detector.onet is not None:
+        carry_onet(pre.detector.onet, folder)  # the model folder holds all that serving needs
     if int8:
         quantized = folder / f"{stem}.int8.onnx"
         quantize(fp32, quantized, sample_inputs(pre, data, CALIBRATION_PHOTOS, split="train"))

@@ -69,14 +69,14 @@ def torch_graph(checkpoint: Path, tta: str) -> Graph:
 
 
 class ServedModel:
-    def __init__(self, members: list[list[Graph]], vote: Vote, info: dict):
+    def __init__(self, members: list[list[Graph]], vote: Vote, info: dict, onet_folders=()):
         self.members, self.vote, self.info = members, vote, info
         detectors = {graph.pre.detector for graphs in members for graph in graphs}
         if len(detectors) != 1:
             raise MaskclsError("the members were trained with different face detector settings; serve them separately")
         # ONNX Runtime sessions and torch modules in eval mode serve threads at once; the detector locks itself.
         # A request waits on its one photo's detection, so MTCNN's networks get the cores a photo can use.
-        self.detector = FaceDetector(detectors.pop(), threads=min(os.cpu_count() or 1, DETECT_THREADS))
+        self.detector = FaceDetector(detectors.pop(), threads=min(os.cpu_count() or 1, DETECT_THREADS), onet_folders=onet_folders)
         crops = {graph.pre.crop != "none" for graphs in members for graph in graphs}
         if len(crops) != 1:
             raise MaskclsError("some members were trained on face crops and some on whole photos; serve them separately")
@@ -110,7 +110,7 @@ class ServedModel:
         members = [[onnx_graph(folder, graph, int8) for graph in member["graphs"]] for member in spec["members"]]
         info = {"model_id": spec["model_id"], "recipe": spec["recipe"]["name"], "backend": "onnx", "int8": int8,
                 "members": [m["name"] for m in spec["members"]]}
-        return cls(members, Vote.from_dict(spec["vote"]), info)
+        return cls(members, Vote.from_dict(spec["vote"]), info, onet_folders=(folder,))  # a tuned O-net travels in the folder
 
     @classmethod
     def from_runs(cls, folder: Path) -> ServedModel:

@@ -18,7 +18,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,13 @@ from .. import checkpoint
 from ..config import Config, flat, load_config
 from ..data.layout import leave_out_damaged, load_train
 from ..data.splits import holdout_split, images_of, person_folds
+from ..data.transforms import Preprocess
 from ..errors import MaskclsError
+from ..faces.onet import adopt_onet, carry_onet
+from ..faces.tune import OnetTuning, tuned_onet
 from ..fileio import atomic_write
 from ..infer.runtime import autocast, pick_device
-from ..labels import AGE_CAP
+from ..labels import AGE_CAP, MASK_NAMES
 from ..loss import balanced_class_weights, create_loss, loss_kwargs
 from ..metrics import confusion, score
 from ..models import build_model
@@ -147,10 +150,34 @@ class Parts:
         return self.ema.module if self.ema is not None else self.model
 
 
-def build_parts(cfg: Config, device: torch.device, progress: bool) -> Parts:
+def tuned_detector(pre: Preprocess, pre_cfg, images, run_dir: Path, recorded: dict | None, progress: bool) -> Preprocess:
+    """`pre` with the O-net its config asks for, a copy of whose weights the run folder keeps.
+    A resumed run keeps the detector it began with. A new one tunes O-net on the bare photos of
+    the data's train persons, or finds that tuning in the memo: validation persons' photos
+    included, as the tuning reads no label but which photo is the unmasked one, and one detector
+    then serves every member and fold of a data set, whose detections are shared."""
+    if pre.crop == "none":
+        return pre
+    if recorded is not None:
+        pre = replace(pre, detector=Preprocess.from_dict(recorded).detector)
+        if pre.detector.onet is not None:
+            on_main(adopt_onet, pre.detector.onet, run_dir)  # a run folder moved to a machine whose store lacks it
+        return pre
+    if pre_cfg.crop_onet == "packaged":
+        return pre
+    tuning = OnetTuning(pre_cfg.crop_onet_photos, pre_cfg.crop_onet_epochs, pre_cfg.crop_onet_seed)
+    bare = list(images.loc[images["mask"] == MASK_NAMES.index("not wear"), "file"])
+    digest = on_main(tuned_onet, bare, pre.detector, tuning, progress)
+    on_main(carry_onet, digest, run_dir)
+    return replace(pre, detector=replace(pre.detector, onet=digest))
+
+
+def build_parts(cfg: Config, device: torch.device, progress: bool, run_dir: Path, recorded: dict | None = None) -> Parts:
+    """`recorded`: the preprocessing a resumed run's checkpoint holds."""
     t_cfg = cfg.train
     data, train_images, val_images = split_data(cfg)
     model, pre = build_model(cfg.model, cfg.preprocess, tuple(cfg.data.age_cuts))
+    pre = tuned_detector(pre, cfg.preprocess, data.images, run_dir, recorded, progress)
     model = sync_batchnorm(model.to(device), device)
     if t_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -327,7 +354,7 @@ def run_epochs(run: Run, device: torch.device, on_epoch_end, progress: bool) -> 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
-    parts = build_parts(cfg, device, progress)
+    parts = build_parts(cfg, device, progress, run_dir, run.checkpoint["preprocess"] if run.checkpoint else None)
     state = restore(parts, run.checkpoint)
     if run.checkpoint:
         log.info("resuming %s at epoch %d", run_dir, state.start_epoch)
