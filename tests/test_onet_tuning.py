@@ -112,3 +112,19 @@ def test_a_run_carries_its_tuned_onet_to_a_machine_that_lacks_it(cropped_run, tm
     monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "bare"))
     with pytest.raises(MaskclsError, match="copy it from the machine that trained"):
         load_model(run / "best.pt")
+
+
+def test_a_resumed_run_keeps_the_detector_it_began_with(tmp_path, monkeypatch):
+    from maskcls.config import PreprocessConfig
+    from maskcls.data.transforms import Preprocess
+    from maskcls.train import engine
+
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(engine, "tuned_onet", lambda *a, **k: pytest.fail("a resumed run tuned O-net again"))
+    digest = save_onet(onet_network().state_dict())
+    pre = Preprocess(48, 48, (0.5,) * 3, (0.5,) * 3, "mtcnn", 0.1, DetectorSettings(), "eyes")
+    recorded = dataclasses.replace(pre, detector=DetectorSettings(onet=digest)).to_dict()
+    resumed = engine.tuned_detector(pre, PreprocessConfig(crop="mtcnn"), None, tmp_path, recorded, False)
+    assert resumed.detector.onet == digest
+    packaged = engine.tuned_detector(pre, PreprocessConfig(crop="mtcnn", crop_onet="packaged"), None, tmp_path, None, False)
+    assert packaged.detector.onet is None

@@ -13,6 +13,8 @@ pass at far lower floors runs ("mtcnn-low"): its false boxes matter little there
 alternative is a cascade that rarely finds a masked face, or a guess. And every box goes back
 through O-net, which regresses a box towards the face it sees: on a masked face its first box
 often covers only the eyes and brow, and a second look from that box widens it to the face.
+O-net itself may be one fine-tuned on masks drawn over the data's own bare faces (tune.py),
+named in the settings by the digest of its weights (onet.py).
 Haar's cascade, where it comes to that, runs on the photo shrunk until the smallest face
 searched for fills its window, so it scans no window smaller than a face it may report.
 The main face is the largest. Two settings can widen the second pass to photos where the first
