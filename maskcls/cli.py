@@ -37,8 +37,11 @@ def cmd_check(args):
 def cmd_crop(args):
     from .data.cropped import write_cropped_copy
 
-    counts = write_cropped_copy(args.data, args.out, args.margin, args.size, progress=not args.quiet, align=args.align, force=args.force)
-    print(", ".join(f"{split}: {n} photos" for split, n in counts.items()), f"cropped into {args.out} (boxes in each split's crops.csv)")
+    counts = write_cropped_copy(args.data, args.out, args.margin, args.size, progress=not args.quiet, align=args.align, force=args.force,
+                                onet=args.onet)
+    onet = counts.pop("onet")
+    print(", ".join(f"{split}: {n} photos" for split, n in counts.items()), f"cropped into {args.out} (boxes in each split's crops.csv); "
+          f"O-net: {'tuned ' + onet if onet else 'packaged'}")
 
 
 def cmd_export(args):
@@ -244,6 +247,8 @@ def add_data_commands(sub) -> None:
     command.add_argument("--align", choices=["eyes", "box"], default="eyes",
                          help="eyes: frame the face on its eyes, as the face networks' chips are (default); box: the square around the box")
     command.add_argument("--size", type=int, help="rescale each crop to SIZE x SIZE (default: keep its pixels)")
+    command.add_argument("--onet", choices=["tuned", "packaged"], default="tuned",
+                         help="tuned: detect with O-net tuned on train/'s bare faces, as a fit does (default); packaged: facenet-pytorch's")
     command.add_argument("--force", action="store_true", help="replace an existing copy in --out")
 
     command = add_command(sub, "eda", cmd_eda, "exploratory data analysis: PNG plots and one HTML report")

@@ -305,22 +305,35 @@ def test_crop_command_writes_the_layout_and_a_box_table(wide_root, tmp_path):
     shutil.copytree(wide_root / "eval", source / "eval")  # one split keeps the test short; train takes the same path
     from maskcls.data.cropped import write_cropped_copy
 
-    assert write_cropped_copy(source, out, margin=0.2, size=64, progress=False) == {"eval": 6 * 7}  # the command's own function
+    no_train = cli("crop", source, "--out", out)
+    assert no_train.returncode == 2 and "pass --onet packaged" in no_train.stderr and no_train.stderr.count("\n") == 1
+    assert write_cropped_copy(source, out, margin=0.2, size=64, progress=False, onet="packaged") == {"eval": 6 * 7, "onet": None}
     assert (out / "eval" / "info.csv").read_bytes() == (source / "eval" / "info.csv").read_bytes()
     rows = list(csv.DictReader(open(out / "eval" / "crops.csv")))
     assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "mtcnn-low", "haar", "centre"}
     assert all(len(r["landmarks"].split()) == 5 for r in rows if r["detector"].startswith("mtcnn"))
     assert any(r["detector"].startswith("mtcnn") for r in rows)
     assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (64, 64, 3)
-    again = cli("crop", source, "--out", out)
+    again = cli("crop", source, "--out", out, "--onet", "packaged")
     assert again.returncode == 2 and "not empty" in again.stderr and "--force" in again.stderr and again.stderr.count("\n") == 1
-    onto_source = cli("crop", source, "--out", tmp_path, "--force")  # replacing it would delete the photos being cropped
+    onto_source = cli("crop", source, "--out", tmp_path, "--force", "--onet", "packaged")  # replacing it would delete the photos being cropped
     assert onto_source.returncode == 2 and "the data set being cropped; write the copy elsewhere" in onto_source.stderr
     assert (source / "eval" / "info.csv").exists()
-    replaced = cli("-q", "crop", source, "--out", out, "--size", "32", "--force")
+    replaced = cli("-q", "crop", source, "--out", out, "--size", "32", "--force", "--onet", "packaged")
     assert replaced.returncode == 0, replaced.stderr
     assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (32, 32, 3)
     assert not (tmp_path / "cropped.partial").exists()
+
+
+def test_the_crop_command_detects_with_the_o_net_a_fit_tunes(wide_root, tmp_path):
+    from maskcls.data.layout import load_train
+    from maskcls.faces.tune import OnetTuning, tuned_onet
+
+    images = load_train(wide_root).images
+    expected = tuned_onet(list(images.loc[images["mask"] == 2, "file"]), DetectorSettings(), OnetTuning())
+    result = cli("-q", "crop", wide_root, "--out", tmp_path / "cropped", "--size", "32")
+    assert result.returncode == 0, result.stderr
+    assert f"O-net: tuned {expected}" in result.stdout  # the same tuning a fit on this data makes, found in the memo
 
 
 def test_an_interrupted_crop_leaves_no_half_copy(wide_root, tmp_path, monkeypatch):
@@ -340,10 +353,10 @@ def test_an_interrupted_crop_leaves_no_half_copy(wide_root, tmp_path, monkeypatc
 
     monkeypatch.setattr(cropped, "read_rgb", failing_read)
     with pytest.raises(KeyboardInterrupt):
-        cropped.write_cropped_copy(source, out, size=32, progress=False)
+        cropped.write_cropped_copy(source, out, size=32, progress=False, onet="packaged")
     assert not out.exists() and not (tmp_path / "cropped.partial").exists()
     monkeypatch.setattr(cropped, "read_rgb", read_rgb)
-    assert cropped.write_cropped_copy(source, out, size=32, progress=False) == {"eval": 6 * 7}  # a rerun needs no --force
+    assert cropped.write_cropped_copy(source, out, size=32, progress=False, onet="packaged") == {"eval": 6 * 7, "onet": None}  # no --force
 
 
 def test_crop_is_recorded_in_the_run_and_checked_in_the_config(wide_root, tmp_path):

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 
 from ..errors import MaskclsError
 from ..faces import DetectorSettings, face_boxes
+from ..faces.tune import tuned_onet
 from ..fileio import atomic_write, folder_written_whole, refuse_filled_folder, refuse_replacing_inputs
 from ..imageio import read_rgb
+from ..labels import MASK_NAMES
 from .layout import eval_folder, load_eval, load_train, train_folder
 from .transforms import Preprocess
 
@@ -25,11 +28,12 @@ COPIED_CSVS = ("train.csv", "info.csv", "truth.csv", "meta.csv")
 
 
 def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, settings: DetectorSettings | None = None,
-                       progress: bool = True, align: str = "eyes", force: bool = False) -> dict:
+                       progress: bool = True, align: str = "eyes", force: bool = False, onet: str = "tuned") -> dict:
     """Crop every listed photo of `data` (train/ and eval/, whichever exist) into `out`; returns
-    {split: number of photos}. `size` rescales each crop to size x size; None keeps its pixels.
-    The copy is written beside `out` and appears whole or not at all; a filled `out` is kept
-    unless `force`."""
+    {split: number of photos, "onet": the tuned O-net's digest or None}. `size` rescales each crop
+    to size x size; None keeps its pixels. `onet`: "tuned" detects with O-net tuned on the train
+    split's bare faces, as a fit does; "packaged" with facenet-pytorch's. The copy is written
+    beside `out` and appears whole or not at all; a filled `out` is kept unless `force`."""
     data, out = Path(data), Path(out)
     refuse_filled_folder(out, force)
     refuse_replacing_inputs(out, [data], "the data set being cropped", "copy")
@@ -41,11 +45,20 @@ def write_cropped_copy(data, out, margin: float = 0.1, size: int | None = None, 
         splits["eval"] = (eval_folder(data), [Path(f) for f in load_eval(data).files])
     if not splits:
         raise MaskclsError(f"{data}: holds neither train/train.csv nor eval/info.csv; point maskcls crop at a data set")
+    settings = settings or DetectorSettings()
+    if onet == "tuned":
+        if "train" not in splits:
+            raise MaskclsError(f"{data}: the tuned O-net learns from train/'s bare photos and there is no train/train.csv; "
+                               "pass --onet packaged")
+        bare = train.images.loc[train.images["mask"] == MASK_NAMES.index("not wear"), "file"]
+        settings = replace(settings, onet=tuned_onet(list(bare), settings, progress=progress))
+    elif onet != "packaged":
+        raise MaskclsError(f"onet={onet!r}: choose tuned or packaged")
     # The crop is the one training and prediction make from a run's recorded preprocessing.
-    pre = Preprocess(1, 1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "mtcnn", margin, settings or DetectorSettings(), align)
+    pre = Preprocess(1, 1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "mtcnn", margin, settings, align)
     with folder_written_whole(out) as staging:
         counts = {split: _crop_split(folder, files, staging / split, pre, size, progress) for split, (folder, files) in splits.items()}
-    return counts
+    return {**counts, "onet": settings.onet}
 
 
 def _crop_split(folder: Path, files: list[Path], target: Path, pre: Preprocess, size, progress) -> int:

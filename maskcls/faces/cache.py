@@ -100,7 +100,7 @@ class DetectionCache:
         if workers < 2 or len(missing) < PARALLEL_FROM:
             yield from ((key, self.detector.main_face(read_rgb(file))) for file, key in missing)
             return
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=single_threaded_worker) as pool:
             yield from pool.imap(_detect_one, [(self.settings, file, key) for file, key in missing], chunksize=8)
 
 
@@ -112,7 +112,9 @@ def _points(stored: str | None) -> tuple[tuple[float, float], ...] | None:
 _detectors: dict = {}
 
 
-def _single_threaded() -> None:
+def single_threaded_worker() -> None:
+    """A pool worker's start: one thread per process. OpenCV's threads are left as they are:
+    changing them in a process forked from one that used them waits forever on the parent's pool."""
     import torch
 
     torch.set_num_threads(1)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ..errors import MaskclsError
 from ..fileio import atomic_write_text
 from ..imageio import read_rgb
-from .cache import MAX_DETECT_WORKERS, content_key, settings_key
+from .cache import MAX_DETECT_WORKERS, content_key, settings_key, single_threaded_worker
 from .crop import crop_face, square_box
 from .detect import DetectorSettings, FaceDetector
 from .masks import draw_mask
@@ -101,18 +101,13 @@ def make_chips(files: list[str], settings: DetectorSettings, seed: int, progress
     if workers < 2:
         found = [chips_of(job) for job in tqdm(jobs, **bar)]
     else:
-        with get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
+        with get_context("fork").Pool(workers, initializer=single_threaded_worker) as pool:
             found = list(tqdm(pool.imap(chips_of, jobs, chunksize=4), **bar))
     found = [c for chips in found for c in chips]
     if not found:
         return np.zeros((0, ONET_SIDE, ONET_SIDE, 3), np.uint8), np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
     return (np.stack([c[0] for c in found]), np.array([c[1] for c in found], np.float32),
             np.stack([c[2] for c in found]).astype(np.float32))
-
-
-def _single_threaded() -> None:
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 _detectors: dict = {}
