@@ -128,3 +128,16 @@ def test_a_resumed_run_keeps_the_detector_it_began_with(tmp_path, monkeypatch):
     assert resumed.detector.onet == digest
     packaged = engine.tuned_detector(pre, PreprocessConfig(crop="mtcnn", crop_onet="packaged"), None, tmp_path, None, False)
     assert packaged.detector.onet is None
+
+
+def test_photos_without_a_sure_face_keep_the_packaged_onet_and_say_so(tmp_path, monkeypatch, caplog):
+    import cv2
+
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "cache"))
+    photos = []
+    for i in range(2):
+        photos.append(tmp_path / f"wall{i}.png")
+        cv2.imwrite(str(photos[-1]), np.full((120, 90, 3), 60 + 40 * i, np.uint8))
+    with caplog.at_level("WARNING"):
+        assert tuning.tuned_onet(photos, DetectorSettings(), tuning.OnetTuning(epochs=1)) is None
+    assert "nothing to learn" in caplog.text

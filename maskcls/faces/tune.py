@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -39,6 +40,8 @@ from .detect import DetectorSettings, FaceDetector
 from .masks import draw_mask
 from .mtcnn import ONET_SIDE, normalise, onet_network
 from .onet import save_onet, store_dir, weights_name
+
+log = logging.getLogger(__name__)
 
 VIEWS = ("worn", "worn", "worn", "nose", "chin", None)  # the drawn copies of each bare photo; None: the bare photo itself
 SURE_SCORE = 0.9  # a bare photo's first-pass face scoring under this is no truth
@@ -65,9 +68,10 @@ class OnetTuning:
             raise MaskclsError(f"O-net tuning photos={self.photos}, epochs={self.epochs}: give at least one of each")
 
 
-def tuned_onet(bare_files, settings: DetectorSettings, tuning: OnetTuning = OnetTuning(), progress: bool = False) -> str:
+def tuned_onet(bare_files, settings: DetectorSettings, tuning: OnetTuning = OnetTuning(), progress: bool = False) -> str | None:
     """The digest of O-net tuned on `bare_files` (photos of unmasked faces, one per person) for
-    the chain `settings` describe; tuned once, then found in the memo."""
+    the chain `settings` describe; tuned once, then found in the memo. None, with a warning,
+    where no photo has a sure face to learn from: the packaged O-net is then the one to use."""
     settings = replace(settings, onet=None)  # the truth comes from the packaged network
     files = sorted(set(map(str, bare_files)))
     rng = np.random.default_rng(tuning.seed)
@@ -76,15 +80,21 @@ def tuned_onet(bare_files, settings: DetectorSettings, tuning: OnetTuning = Onet
     memo = store_dir() / f"tuning-{key}.json"
     if memo.is_file():
         digest = json.loads(memo.read_text())["onet"]
-        if (store_dir() / weights_name(digest)).is_file():
-            return digest
+        if digest is None or (store_dir() / weights_name(digest)).is_file():
+            return _untuned(len(files)) if digest is None else digest
     chips, ious, offsets = make_chips(files, settings, tuning.seed, progress)
-    if not (ious >= FACE_IOU).any():
-        raise MaskclsError(f"O-net tuning: none of the {len(files)} sampled bare photos has a sure face to learn from; "
-                           "set preprocess.crop_onet=packaged")
-    digest = save_onet(train_onet(chips, ious, offsets, tuning.epochs, tuning.seed, progress))
+    digest = save_onet(train_onet(chips, ious, offsets, tuning.epochs, tuning.seed, progress)) if (ious >= FACE_IOU).any() else None
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MaskclsError(f"{memo.parent}: cannot be made ({exc}); point MASKCLS_CACHE at a writable folder") from None
     atomic_write_text(memo, json.dumps({"onet": digest, "photos": len(files), "chips": len(chips)}) + "\n", what="O-net tuning memo")
-    return digest
+    return _untuned(len(files)) if digest is None else digest
+
+
+def _untuned(photos: int) -> None:
+    log.warning("O-net tuning: none of the %d sampled bare photos has a face MTCNN is sure of, so there is nothing to learn "
+                "from; detecting with facenet-pytorch's O-net", photos)
 
 
 def memo_key(contents: list[str], settings: DetectorSettings, tuning: OnetTuning) -> str:

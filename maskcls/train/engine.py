@@ -168,7 +168,8 @@ def tuned_detector(pre: Preprocess, pre_cfg, images, run_dir: Path, recorded: di
     tuning = OnetTuning(pre_cfg.crop_onet_photos, pre_cfg.crop_onet_epochs, pre_cfg.crop_onet_seed)
     bare = list(images.loc[images["mask"] == MASK_NAMES.index("not wear"), "file"])
     digest = on_main(tuned_onet, bare, pre.detector, tuning, progress)
-    on_main(carry_onet, digest, run_dir)
+    if digest is not None:
+        on_main(carry_onet, digest, run_dir)
     return replace(pre, detector=replace(pre.detector, onet=digest))
 
 
