@@ -75,7 +75,7 @@ def load_model(path, device=None):
     if replace(pre, detector=recorded.detector, **before) != recorded:
         raise MaskclsError(f"{path}: the preprocessing rebuilt from its config differs from the recorded one; the checkpoint is inconsistent")
     pre = recorded
-    if pre.crop != "none" and pre.detector.onet is not None:
+    if pre.detector.onet is not None:
         adopt_onet(pre.detector.onet, path.parent)  # the run folder's copy of its tuned O-net, for a store that lacks it
     try:
         model.load_state_dict(checkpoint["model"])

@@ -110,7 +110,7 @@ def export_checkpoint(path: Path, folder: Path, stem: str, tta: str, data, int8:
                            "the export is wrong, nothing was written")
     report = {"max_abs_diff_fp32": difference, "photos": len(sample)}
     graph = {"file": fp32.name, "preprocess": pre.to_dict(), "checkpoint": str(path)}
-    if pre.crop != "none" and pre.detector.onet is not None:
+    if pre.detector.onet is not None:
         carry_onet(pre.detector.onet, folder)  # the model folder holds all that serving needs
     if int8:
         quantized = folder / f"{stem}.int8.onnx"
