@@ -141,3 +141,16 @@ def test_photos_without_a_sure_face_keep_the_packaged_onet_and_say_so(tmp_path, 
     with caplog.at_level("WARNING"):
         assert tuning.tuned_onet(photos, DetectorSettings(), tuning.OnetTuning(epochs=1)) is None
     assert "nothing to learn" in caplog.text
+
+
+def test_fits_starting_together_tune_once(wide_root, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("MASKCLS_CACHE", str(tmp_path / "cache"))
+    trained = []
+    train_onet = tuning.train_onet
+    monkeypatch.setattr(tuning, "train_onet", lambda *args, **kw: trained.append(1) or train_onet(*args, **kw))
+    one = tuning.OnetTuning(photos=1, epochs=1)  # one photo is cut in-process: no pool forked from a threaded process
+    with ThreadPoolExecutor(2) as pool:
+        digests = list(pool.map(lambda _: tuning.tuned_onet(bare_photos(wide_root), DetectorSettings(), one), range(2)))
+    assert digests[0] == digests[1] and len(trained) == 1  # the second waited on the lock, then read the memo

@@ -17,6 +17,7 @@ content, the detector settings and the tuning's own, and the weights are stored 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -75,21 +76,23 @@ def tuned_onet(bare_files, settings: DetectorSettings, tuning: OnetTuning = Onet
     settings = replace(settings, onet=None)  # the truth comes from the packaged network
     files = sorted(set(map(str, bare_files)))
     rng = np.random.default_rng(tuning.seed)
-    files = [files[i] for i in sorted(rng.choice(len(files), min(tuning.photos, len(files)), replace=False))]
+    files = [files[i] for i in sorted(rng.choice(len(files), min(tuning.photos, len(files)), replace=False))] if files else []
     key = memo_key([content_key(f) for f in files], settings, tuning)
     memo = store_dir() / f"tuning-{key}.json"
-    if memo.is_file():
-        digest = json.loads(memo.read_text())["onet"]
-        if digest is None or (store_dir() / weights_name(digest)).is_file():
-            return _untuned(len(files)) if digest is None else digest
-    chips, ious, offsets = make_chips(files, settings, tuning.seed, progress)
-    digest = save_onet(train_onet(chips, ious, offsets, tuning.epochs, tuning.seed, progress)) if (ious >= FACE_IOU).any() else None
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
+        store_dir().mkdir(parents=True, exist_ok=True)
+        lock = open(store_dir() / f"tuning-{key}.lock", "w")
     except OSError as exc:
-        raise MaskclsError(f"{memo.parent}: cannot be made ({exc}); point MASKCLS_CACHE at a writable folder") from None
-    atomic_write_text(memo, json.dumps({"onet": digest, "photos": len(files), "chips": len(chips)}) + "\n", what="O-net tuning memo")
-    return _untuned(len(files)) if digest is None else digest
+        raise MaskclsError(f"{store_dir()}: cannot be written ({exc}); point MASKCLS_CACHE at a writable folder") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # fits starting together (a search's workers) tune once: the others wait, then read the memo
+        done = json.loads(memo.read_text()) if memo.is_file() else None
+        if done is None or (done["onet"] is not None and not (store_dir() / weights_name(done["onet"])).is_file()):
+            chips, ious, offsets = make_chips(files, settings, tuning.seed, progress)
+            digest = save_onet(train_onet(chips, ious, offsets, tuning.epochs, tuning.seed, progress)) if (ious >= FACE_IOU).any() else None
+            done = {"onet": digest, "photos": len(files), "chips": len(chips)}
+            atomic_write_text(memo, json.dumps(done) + "\n", what="O-net tuning memo")
+    return _untuned(len(files)) if done["onet"] is None else done["onet"]
 
 
 def _untuned(photos: int) -> None:
