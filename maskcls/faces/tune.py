@@ -88,6 +88,9 @@ def tuned_onet(bare_files, settings: DetectorSettings, tuning: OnetTuning = Onet
         fcntl.flock(lock, fcntl.LOCK_EX)  # fits starting together (a search's workers) tune once: the others wait, then read the memo
         done = json.loads(memo.read_text()) if memo.is_file() else None
         if done is None or (done["onet"] is not None and not (store_dir() / weights_name(done["onet"])).is_file()):
+            if progress:
+                print(f"tuning MTCNN's O-net on masks drawn over {len(files)} bare train photos (once per data set and settings)",
+                      flush=True)
             chips, ious, offsets = make_chips(files, settings, tuning.seed, progress)
             digest = save_onet(train_onet(chips, ious, offsets, tuning.epochs, tuning.seed, progress)) if (ious >= FACE_IOU).any() else None
             done = {"onet": digest, "photos": len(files), "chips": len(chips)}
