@@ -39,7 +39,7 @@ ModelMode = Literal[MODES]
 OptimizerName = Literal[tuple(OPTIMIZERS)]
 SchedulerName = Literal[tuple(SCHEDULERS)]
 ClassWeights = Literal["none", "balanced"]
-Amp = Literal["bf16", "fp16", "none"]
+Amp = Literal["auto", "bf16", "fp16", "none"]
 MixMode = Literal[MIX_MODES]
 Sampler = Literal["random", "balanced"]
 TrackingBackend = Literal["tensorboard", "wandb", "mlflow"]
@@ -156,7 +156,7 @@ class TrainConfig(Section):
     class_weights: ClassWeights = "none"
     head_weights: dict[str, float] = field(default_factory=lambda: {"mask": 1.0, "gender": 1.0, "age": 1.0})
     clip_grad: float = field(default=0.0, metadata=bounds(ge=0))
-    amp: Amp = "bf16"
+    amp: Amp = "auto"  # auto: bf16 where the hardware computes it natively (a GPU, AVX512-BF16 or AMX), else fp32
     channels_last: bool = True
     ema: float = field(default=0.0, metadata=bounds(ge=0, lt=1))  # EMA decay, 0 = off
     mix: MixMode = "none"

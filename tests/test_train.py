@@ -123,8 +123,8 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     (("tracking=[wandb]",), r"tracking includes 'wandb' but it is not installed"),
     (("train.sampler=weighted",), r"train.sampler='weighted': choose one of random, balanced"),
     (("train.mix=mosaic",), r"train.mix='mosaic': choose one of none, mixup, cutmix, vcutmix"),
-    (("train.amp=fp8",), r"train.amp='fp8': choose one of bf16, fp16, none"),
-    (("train.amp=fp16",), r"train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU"),
+    (("train.amp=fp8",), r"train.amp='fp8': choose one of auto, bf16, fp16, none"),
+    (("train.amp=fp16",), r"train.amp=fp16 needs a CUDA GPU; use auto or bf16 on a CPU"),
 ])
 def test_bad_settings_are_one_line_errors(tiny_cfg, overrides, message):
     with pytest.raises(MaskclsError, match=message):

@@ -7,6 +7,7 @@ through `eval_transform`, so training and prediction see images the same way.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import numpy as np
@@ -21,6 +22,8 @@ from ..data.transforms import Preprocess
 from ..errors import MaskclsError
 from ..labels import NUM_CLASSES
 from ..models.heads import class_probs
+
+log = logging.getLogger(__name__)
 
 TTA_PRESETS = ("none", "hflip", "multiscale")
 
@@ -38,14 +41,43 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs at speed here. A CPU without AVX512-BF16 or AMX emulates it, and
+    bf16 autocast there is several times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def check_training_amp(amp: str, device: torch.device) -> None:
+    """Fail on an autocast this device cannot run; warn where explicit bf16 would be emulated."""
+    if amp == "fp16" and device.type != "cuda":
+        raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use auto or bf16 on a CPU")
+    if amp == "bf16" and not native_bf16(device):
+        log.warning("train.amp=bf16: this %s has no native bf16 (AVX512-BF16 or AMX), so autocast is emulated and "
+                    "several times slower than fp32; train.amp=auto picks fp32 here", device.type.upper())
+
+
+def inference_amp(amp: str, device: torch.device) -> str:
+    """The autocast to predict with for a run recorded with `amp`. The precision of inference is
+    no part of the model: where the recorded one would be emulated or cannot run, fp32 gives the
+    same answer sooner."""
+    if amp == "fp16":
+        return amp if device.type == "cuda" else "none"
+    return "auto" if amp == "bf16" else amp
+
+
 def autocast(device: torch.device, amp: str):
+    """auto: bf16 where it is native, else fp32; bf16, fp16 or none as asked."""
+    if amp == "auto":
+        amp = "bf16" if native_bf16(device) else "none"
     if amp == "none":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     if dtype is None:
-        raise MaskclsError(f"train.amp={amp!r}: choose bf16, fp16 or none")
+        raise MaskclsError(f"train.amp={amp!r}: choose auto, bf16, fp16 or none")
     if dtype is torch.float16 and device.type != "cuda":
-        raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
+        raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use auto or bf16 on a CPU")
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -73,7 +105,7 @@ def make_loader(files, pre: Preprocess, batch_size: int, num_workers: int, devic
 
 @torch.no_grad()
 def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: int = 64, num_workers: int = 2,
-                  amp: str = "bf16", device=None, progress: bool = True, desc: str = "predict") -> np.ndarray:
+                  amp: str = "auto", device=None, progress: bool = True, desc: str = "predict") -> np.ndarray:
     """(N,18) class probabilities for the photo files, averaged over the TTA views."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -87,7 +119,7 @@ def predict_probs(model, pre: Preprocess, files, tta: str = "none", batch_size: 
 
 
 @torch.no_grad()
-def embed_files(model, pre: Preprocess, files, batch_size: int = 64, num_workers: int = 2, amp: str = "bf16",
+def embed_files(model, pre: Preprocess, files, batch_size: int = 64, num_workers: int = 2, amp: str = "auto",
                 device=None, progress: bool = True) -> np.ndarray:
     """(N,F) backbone features."""
     device = device or next(model.parameters()).device
@@ -107,7 +139,7 @@ def member_probs(member_checkpoints, files, tta="none", batch_size=64, num_worke
     probs, preprocessing = [], []
     for checkpoint_path in member_checkpoints:
         model, pre, checkpoint = load_model(checkpoint_path, device)
-        amp = checkpoint["config"]["train"]["amp"]
+        amp = inference_amp(checkpoint["config"]["train"]["amp"], device)
         probs.append(predict_probs(model, pre, files, tta, batch_size, num_workers, amp, progress=progress,
                                    desc=f"predict {checkpoint_path.parent.name}"))
         preprocessing.append(pre.to_dict())

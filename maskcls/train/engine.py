@@ -34,7 +34,7 @@ from ..errors import MaskclsError
 from ..faces.onet import adopt_onet, carry_onet
 from ..faces.tune import OnetTuning, tuned_onet
 from ..fileio import atomic_write
-from ..infer.runtime import autocast, pick_device
+from ..infer.runtime import autocast, check_training_amp, pick_device
 from ..labels import AGE_CAP, MASK_NAMES
 from ..loss import balanced_class_weights, create_loss, loss_kwargs
 from ..metrics import confusion, score
@@ -110,8 +110,7 @@ def open_run(cfg: Config, resume, device: torch.device) -> Run:
     """A new run folder for `cfg`, or the folder `resume` (`cfg` being its config) with its last checkpoint."""
     if not resume:
         check_backends(cfg.tracking)
-        if cfg.train.amp == "fp16" and device.type != "cuda":
-            raise MaskclsError("train.amp=fp16 needs a CUDA GPU; use bf16 on a CPU")
+        check_training_amp(cfg.train.amp, device)
         return Run(cfg, on_main(start_run_dir, cfg), None, is_new=True)
     run_dir = Path(resume)
     # A run killed before its first checkpoint has nothing to restore: it starts over in place.
