@@ -133,6 +133,11 @@ def test_same_padding_is_traced_as_constants_so_int8_cannot_shift_it(tmp_path):
     assert not [n for n in int8.node if n.op_type == "Pad"]
     assert len(convs) == len([n for n in graph.node if n.op_type == "Conv"])
     assert all(made_by[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    # Weights in 7 bits, so that a CPU without VNNI cannot saturate their products with the activations.
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in int8.initializer if t.data_type == onnx.TensorProto.INT8}
+    conv_weights = [weights[made_by[n.input[1]].input[0]] for n in convs]
+    assert conv_weights and all(np.abs(w.astype(int)).max() <= 64 for w in conv_weights)
+    assert max(np.abs(w.astype(int)).max() for w in conv_weights) > 32  # the 7 bits are used
 
 
 def test_a_checkpoint_from_before_the_eye_framing_loads_framed_on_the_box(cropped_run, tmp_path):

@@ -202,9 +202,13 @@ def quantize(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser warns once per bias that is computed, not stored; the parity report says what matters
+    # Weights in 7 bits: on an x86 CPU without VNNI (AVX2 alone, or AVX-512 before VNNI) ONNX
+    # Runtime multiplies uint8 activations by int8 weights with VPMADDUBSW, whose 16-bit sums of
+    # pairs saturate on full-range weights, and the served model then answers differently from the
+    # one exported. The graph must be right on whatever CPU serves it, so it never relies on VNNI.
     try:
         quantize_static(str(prepared), str(int8), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
