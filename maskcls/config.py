@@ -30,7 +30,7 @@ from .optim import OPTIMIZERS
 from .scheduler import SCHEDULERS
 
 AugmentPreset = Literal["none", "light", "medium", "strong"]
-Crop = Literal["none", "mtcnn"]
+Crop = Literal["auto", "none", "mtcnn"]
 CropAlign = Literal[CROP_ALIGNS]
 CropCascade = Literal[CASCADES]
 CropOnet = Literal["tuned", "packaged"]
@@ -84,7 +84,9 @@ class PreprocessConfig(Section):
     size: int | list[int] = 160  # one side, or [height, width]
     mean: list[float] | None = field(default=None, metadata=bounds(length=3))  # None: the backbone's
     std: list[float] | None = field(default=None, metadata=bounds(length=3))
-    crop: Crop = "none"  # mtcnn: train and predict on the square face crop (see maskcls/faces)
+    # mtcnn: train and predict on the square face crop (see maskcls/faces); auto: mtcnn where the train
+    # photos are scenes, none where they are tight faces, decided when a run starts and recorded as such.
+    crop: Crop = "auto"
     # eyes: the crop puts the eyes where the face networks' chips have them; box: the square around the detector's box.
     crop_align: CropAlign = "eyes"
     # Grows the crop by this much of its side, each way (with eyes: dlib's chip padding); picked on train persons (README).

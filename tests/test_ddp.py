@@ -27,7 +27,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 # Exact arithmetic (fp32, no dropout, no mixing), a constant learning rate (so one epoch of a
 # longer run is a run of its own) and SGD: AdamW's first steps divide each gradient by its own
 # size, which turns rounding noise in near-zero gradients into full steps.
-TINY = {"model": {"backbone": "resnet10t", "weights": "none", "drop_rate": 0.0}, "preprocess": {"size": 48},
+TINY = {"model": {"backbone": "resnet10t", "weights": "none", "drop_rate": 0.0}, "preprocess": {"size": 48, "crop": "none"},
         "train": {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.01, "scheduler": "none", "amp": "none",
                   "mix": "none", "sampler": "balanced"},
         "data": {"num_workers": 0}, "tracking": []}

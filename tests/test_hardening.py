@@ -18,7 +18,7 @@ from maskcls.errors import MaskclsError
 from maskcls.train import run_cv, train
 
 TINY = ["model.backbone=resnet10t", "model.weights=none", "preprocess.size=48", "train.batch_size=16", "data.num_workers=0",
-        "tracking=[]", "train.epochs=1"]
+        "tracking=[]", "train.epochs=1", "preprocess.crop=none"]
 
 
 def one_line_error(result, expected: str):

@@ -22,7 +22,8 @@ from maskcls.tune import tune, write_report
 # A probe on a tiny random-init backbone: its features are embedded once per study, then each
 # trial trains only the head, in about a second.
 PROBE = ["model.backbone=resnet10t", "model.weights=none", "model.face_features=false", "preprocess.size=48",
-         "train.probe_epochs=6", "train.batch_size=16", "data.num_workers=0", "tracking=[]"]
+         "train.probe_epochs=6", "train.batch_size=16", "data.num_workers=0", "tracking=[]",
+         "preprocess.crop=none"]
 SPACE = {"params": {"train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
                     "model.head_hidden": {"type": "categorical", "choices": [0, 32]}}}
 

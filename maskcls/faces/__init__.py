@@ -2,8 +2,8 @@
 
 Rooms: `detect` (MTCNN, then OpenCV's Haar cascade, then a centre crop of the top part, each
 result saying which one found it), `mtcnn` (MTCNN's cascade run by ONNX Runtime), `crop` (the square on the eyes or around the box, with a
-margin) and `cache` (detections stored by file content and detector settings, so a training set
-is detected once).
+margin), `cache` (detections stored by file content and detector settings, so a training set
+is detected once) and `scene` (whether photos are scenes or faces: what preprocess.crop=auto decides on).
 """
 from .cache import DetectionCache, face_boxes
 from .crop import CROP_ALIGNS, align_face, crop_face, square_box

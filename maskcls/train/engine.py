@@ -32,6 +32,7 @@ from ..data.splits import holdout_split, images_of, person_folds
 from ..data.transforms import Preprocess
 from ..errors import MaskclsError
 from ..faces.onet import adopt_onet, carry_onet
+from ..faces.scene import scene_check
 from ..faces.tune import OnetTuning, tuned_onet
 from ..fileio import atomic_write
 from ..infer.runtime import autocast, check_training_amp, pick_device
@@ -74,16 +75,38 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def split_data(cfg: Config):
-    """Train/val photo tables, split by person: a K-fold fold if data.fold is set, else a holdout."""
+def train_data(cfg: Config):
     if not cfg.data.root:
         raise MaskclsError("data.root is not set; pass data.root=PATH (the folder holding train/train.csv)")
-    data = leave_out_damaged(load_train(cfg.data.root, tuple(cfg.data.age_cuts), cfg.data.label_fixes), cfg.data.bad_images)
+    return leave_out_damaged(load_train(cfg.data.root, tuple(cfg.data.age_cuts), cfg.data.label_fixes), cfg.data.bad_images)
+
+
+def split_data(cfg: Config):
+    """Train/val photo tables, split by person: a K-fold fold if data.fold is set, else a holdout."""
+    data = train_data(cfg)
     if cfg.data.fold is not None:
         val_persons = person_folds(data.persons, cfg.data.folds, cfg.data.split_seed) == cfg.data.fold
     else:
         val_persons = holdout_split(data.persons, cfg.data.val_fraction, cfg.data.split_seed)[1]
     return data, images_of(data.images, data.persons, ~val_persons), images_of(data.images, data.persons, val_persons)
+
+
+def resolved_crop(cfg: Config, progress: bool) -> Config:
+    """`cfg` with preprocess.crop=auto decided on its train photos (maskcls/faces/scene.py), so the
+    run records, and prediction and serving repeat, a crop that is either on or off."""
+    if cfg.preprocess.crop != "auto":
+        return cfg
+    data = train_data(cfg)
+    bare = data.images.loc[data.images["mask"] == MASK_NAMES.index("not wear"), "file"]
+    settings = Preprocess.from_config(replace(cfg.preprocess, crop="mtcnn"), (0.0,) * 3, (1.0,) * 3).detector
+    check = scene_check(bare if len(bare) else data.images["file"], settings)
+    crop = "mtcnn" if check.wide else "none"
+    message = f"preprocess.crop=auto: {crop} ({check.describe()}: {'scenes' if check.wide else 'tight faces'})"
+    if progress:
+        print(message, flush=True)
+    else:
+        log.info(message)
+    return cfg.updated({"preprocess.crop": crop})
 
 
 @dataclass
@@ -338,7 +361,7 @@ def report_epoch(row: dict, val: dict, epochs: int) -> None:
 def train(cfg: Config | None = None, resume: str | Path | None = None, on_epoch_end=None, progress: bool = True) -> dict:
     """Train one run (or continue `resume`); return {'run_dir', 'best_macro_f1', 'best_epoch', ...}.
     Under torchrun every process calls it alike and they share the run."""
-    cfg = resumed_config(Path(resume)) if resume else cfg
+    cfg = resumed_config(Path(resume)) if resume else resolved_crop(cfg, progress and is_main_process())
     # A device this machine lacks fails before any folder is made.
     with process_group(pick_device(cfg.device)) as device:
         run = open_run(cfg, resume, device)
