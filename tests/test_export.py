@@ -158,3 +158,46 @@ def test_a_checkpoint_from_before_the_eye_framing_loads_framed_on_the_box(croppe
     torch.save(state, tmp_path / "inconsistent.pt")
     with pytest.raises(MaskclsError, match="inconsistent"):
         load_model(tmp_path / "inconsistent.pt")
+
+
+
+def test_the_age_group_mask_stays_in_float_so_int8_sums_years_into_groups(tmp_path):
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from maskcls.models.heads import AGE_YEAR_CLASSES, age_group_log_masks, age_group_log_probs
+    from maskcls.serve.export import quantize
+
+    class YearsToGroups(torch.nn.Module):
+        """A face expert's shape: convolutions to one-year age logits, summed into age groups."""
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+            self.years = torch.nn.Linear(8, len(AGE_YEAR_CLASSES))
+            self.register_buffer("groups", age_group_log_masks(AGE_YEAR_CLASSES, (30, 60)))
+
+        def forward(self, image):
+            return age_group_log_probs(self.years(self.features(image)), self.groups).exp()
+
+    torch.manual_seed(0)
+    model, x = YearsToGroups().eval(), torch.rand(8, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x[:1],), tmp_path / "m.onnx", input_names=["image"], output_names=["probs"],
+                          dynamic_axes={"image": {0: "batch"}}, dynamo=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", x)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]  # the export log stays readable
+    int8 = onnx.load(tmp_path / "m.int8.onnx").graph
+    scales = [onnx.numpy_helper.to_array(t) for t in int8.initializer if t.name.endswith("_scale")]
+    assert scales and all(np.isfinite(s).all() for s in scales)
+    assert {n.op_type for n in int8.node} >= {"QuantizeLinear", "Conv"}  # the rest is still quantised
+    probs = ort.InferenceSession(str(tmp_path / "m.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1, atol=1e-3)
+    assert np.abs(probs - expected).max() < 0.05

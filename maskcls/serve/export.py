@@ -175,6 +175,7 @@ def run_graph(path: Path, inputs: np.ndarray) -> np.ndarray:
 
 
 def quantize(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -207,11 +208,30 @@ def quantize(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
     # pairs saturate on full-range weights, and the served model then answers differently from the
     # one exported. The graph must be right on whatever CPU serves it, so it never relies on VNNI.
     try:
-        quantize_static(str(prepared), str(int8), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+        with warnings.catch_warnings():
+            # The quantiser computes a range for every tensor, those of the nodes kept in float too,
+            # and an infinite one divides by infinity there; what is quantised has finite ranges.
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module="onnxruntime.quantization")
+            quantize_static(str(prepared), str(int8), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                            nodes_to_exclude=nodes_reading_non_finite_constants(onnx.load(str(prepared))))
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
+
+
+def nodes_reading_non_finite_constants(model) -> list[str]:
+    """Nodes fed a constant holding an infinity, such as the -inf mask that sums one-year age
+    probabilities into age groups: no uint8 range holds it (its scale would be infinite and its
+    zero point undefined), so these nodes stay in float and the rest of the graph is quantised."""
+    from onnx import TensorProto, numpy_helper
+
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    non_finite = {name for name, tensor in constants.items()
+                  if tensor.data_type in floats and not np.isfinite(numpy_helper.to_array(tensor)).all()}
+    return [n.name for n in model.graph.node if non_finite.intersection(n.input)]
 
 
 def model_spec(recipe, members: list[dict], parity: list[dict], int8: bool, folder: Path) -> dict:
