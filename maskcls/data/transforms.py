@@ -18,6 +18,14 @@ from ..errors import MaskclsError
 from ..faces import CROP_ALIGNS, DetectorSettings, align_face, crop_face
 
 
+def detector_settings(cfg) -> DetectorSettings:
+    """The detector a config.PreprocessConfig's crop_* keys describe (with the packaged O-net)."""
+    return DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
+                            rescue_thresholds=cfg.crop_rescue_thresholds, rescue_below=cfg.crop_rescue_below,
+                            refine_steps=cfg.crop_refine_steps, score_power=cfg.crop_score_power, cascade=cfg.crop_cascade,
+                            haar_downscale=cfg.crop_haar_downscale)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     height: int
@@ -42,11 +50,7 @@ class Preprocess:
         mean, std = tuple(cfg.mean or backbone_mean), tuple(cfg.std or backbone_std)
         if cfg.crop == "none":  # margin and detector mean nothing without a crop; runs from before the crop compare equal
             return cls(int(height), int(width), mean, std)
-        detector = DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
-                                    rescue_thresholds=cfg.crop_rescue_thresholds, rescue_below=cfg.crop_rescue_below,
-                                    refine_steps=cfg.crop_refine_steps, score_power=cfg.crop_score_power, cascade=cfg.crop_cascade,
-                                    haar_downscale=cfg.crop_haar_downscale)
-        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector, cfg.crop_align)
+        return cls(int(height), int(width), mean, std, cfg.crop, cfg.crop_margin, detector_settings(cfg), cfg.crop_align)
 
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "detector"}

@@ -16,8 +16,8 @@ from .cache import face_boxes
 from .detect import DetectorSettings
 
 SAMPLE_PHOTOS = 16
-# A tight crop's face spans most of the photo's width; the competition's upper-body shots and a
-# door camera's frames hold it in well under this.
+# A tight crop's face spans most of the photo's width, a scene's (an upper-body shot, a door
+# camera's frame) a fraction of it.
 WIDE_FACE_WIDTH = 0.6
 
 

@@ -29,7 +29,7 @@ from .. import checkpoint
 from ..config import Config, flat, load_config
 from ..data.layout import leave_out_damaged, load_train
 from ..data.splits import holdout_split, images_of, person_folds
-from ..data.transforms import Preprocess
+from ..data.transforms import Preprocess, detector_settings
 from ..errors import MaskclsError
 from ..faces.onet import adopt_onet, carry_onet
 from ..faces.scene import scene_check
@@ -98,8 +98,7 @@ def resolved_crop(cfg: Config, progress: bool) -> Config:
         return cfg
     data = train_data(cfg)
     bare = data.images.loc[data.images["mask"] == MASK_NAMES.index("not wear"), "file"]
-    settings = Preprocess.from_config(replace(cfg.preprocess, crop="mtcnn"), (0.0,) * 3, (1.0,) * 3).detector
-    check = scene_check(bare if len(bare) else data.images["file"], settings)
+    check = scene_check(bare if len(bare) else data.images["file"], detector_settings(cfg.preprocess))
     crop = "mtcnn" if check.wide else "none"
     message = f"preprocess.crop=auto: {crop} ({check.describe()}: {'scenes' if check.wide else 'tight faces'})"
     if progress:
