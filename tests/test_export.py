@@ -160,7 +160,6 @@ def test_a_checkpoint_from_before_the_eye_framing_loads_framed_on_the_box(croppe
         load_model(tmp_path / "inconsistent.pt")
 
 
-
 def test_the_age_group_mask_stays_in_float_so_int8_sums_years_into_groups(tmp_path):
     import warnings
 

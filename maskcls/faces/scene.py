@@ -43,7 +43,7 @@ def scene_check(files, settings: DetectorSettings | None = None) -> SceneCheck:
     """Detect the main face of up to SAMPLE_PHOTOS of `files`, spread evenly over them (bare-faced
     photos are the surest to be found); detections go to the shared cache."""
     files = list(files)
-    sample = [files[i] for i in np.linspace(0, len(files) - 1, min(SAMPLE_PHOTOS, len(files))).round().astype(int)] if files else []
+    sample = [files[i] for i in np.linspace(0, len(files) - 1, min(SAMPLE_PHOTOS, len(files))).round().astype(int)]
     widths = []
     for file, face in zip(sample, face_boxes(sample, settings), strict=True):
         if face.source != "centre":
