@@ -28,8 +28,7 @@ from common import eval_column, standin  # noqa: E402
 from maskcls.data.layout import load_eval  # noqa: E402
 from maskcls.fit import fit  # noqa: E402
 from maskcls.infer import Vote, combine, predict, write_submission  # noqa: E402
-from maskcls.infer.persons import person_groups  # noqa: E402
-from maskcls.infer.prediction import eval_faces  # noqa: E402
+from maskcls.infer.persons import load_person_projection, main_faces, person_groups  # noqa: E402
 from maskcls.metrics import score  # noqa: E402
 
 FLOORS = {"cpu-fast": 0.50, "cpu-fast-tuned": 0.50, "cpu-best": 0.68}
@@ -78,7 +77,9 @@ def main() -> None:
     files = load_eval(data / "eval").files
     meta = json.loads(Path(predicted["meta"]).read_text())
     pooled = predicted["groups"] is not None
-    groups = predicted["groups"] if pooled else person_groups(files, faces=eval_faces(meta["preprocess"], files))
+    # Where the check dropped the grouping, it is made again the same way, for its adjusted Rand.
+    groups = predicted["groups"] if pooled else person_groups(files, faces=main_faces(meta["preprocess"], files),
+                                                              projection=load_person_projection(out))
     wall_min = (time.time() - started) / 60
     image_ids = predicted["info"]["ImageID"]
     truth = eval_column(data, "truth.csv", "ans", image_ids)

@@ -3,6 +3,8 @@
 
     FIT_DIR/fit.json            the recipe as given, the data and overrides it was fitted with
     FIT_DIR/members/<name>/     each member's run folder (or CV folder), with done.json when finished
+    FIT_DIR/persons.npz         for a recipe that pools persons, the person projection fitted on the
+                                train persons (infer/persons.py), which prediction groups eval photos with
     FIT_DIR/recipe.yaml         the trained recipe (every member's `run`), written when all are done
 
 `maskcls predict FIT_DIR --data EVAL` applies the whole recipe. A fit is resumable: rerun the same
@@ -19,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checkpoint import checkpoints_of
+from .checkpoint import checkpoints_of, load
 from .config import Config, load_config
+from .data.layout import leave_out_damaged, load_train
 from .errors import MaskclsError
 from .fileio import atomic_write_text
 from .infer.offsets import cross_fit_offsets
+from .infer.persons import PROJECTION_FILE, train_person_projection
 from .infer.recipe import Member, Recipe, Vote, load_recipe, recipe_of_runs, save_recipe
 from .infer.runtime import pick_device
 from .infer.vote import fit_soft_weights, hard_vote, soft_vote
@@ -105,9 +109,27 @@ def fit(recipe, data, out=None, overrides: list[str] | tuple = (), progress: boo
         # Trained members are found beside the recipe; members given as runs keep their absolute path.
         trained = [Member(name=m.name, run=f"members/{m.name}" if m.config else str(recipe.run_path(m).resolve())) for m in recipe.members]
         fitted = recipe.replace(members=trained, home=fit_dir.resolve())
+        if fitted.by_person:
+            on_main(fit_persons, fitted, data, fit_dir, progress)
         on_main(save_recipe, fitted, fit_dir / "recipe.yaml")
     return {"fit_dir": str(fit_dir), "trained": [m.name for m in todo], "recipe": fitted,
             "members": {m.name: json.loads((fit_dir / "members" / m.name / DONE).read_text()) for m in recipe.members if m.config}}
+
+
+def fit_persons(recipe: Recipe, data: Path, fit_dir: Path, progress: bool) -> None:
+    """Write the person projection for the trained recipe, fitted on the train persons of `data`;
+    one written before is kept, as a finished member is."""
+    path = fit_dir / PROJECTION_FILE
+    if path.is_file():
+        return
+    train = leave_out_damaged(load_train(data), "skip")
+    # The members' own record of their crop: eval photos are grouped by the faces they crop.
+    preprocessing = [load(checkpoints_of(run)[0])["preprocess"] for run in recipe.trained_runs()]
+    if progress:
+        print(f"== persons: fitting the person projection on {len(train.images)} train photos", flush=True)
+    projection = train_person_projection(train.images["file"].tolist(), train.images["path"].to_numpy(), preprocessing)
+    if projection is not None:
+        projection.save(path)
 
 
 def member_oof(member) -> tuple[pd.DataFrame, np.ndarray]:

@@ -397,3 +397,21 @@ def test_persons_are_grouped_by_the_face_crop_even_at_the_photos_edge(wide_root,
     assert np.abs(person_embedding(photo, face=at_edge)).sum() > 0
     inside = Face((20.0, 40.0, 70.0, 100.0), 0.9, "mtcnn")
     assert not np.array_equal(person_embedding(photo, face=inside), person_embedding(photo))
+
+
+def test_wide_photos_fit_a_projection_of_the_faces_eye_band(wide_root):
+    from maskcls.data.layout import load_eval, load_train
+    from maskcls.errors import MaskclsError
+    from maskcls.infer.persons import PERSON_BAND_THUMB, main_faces, person_groups, train_person_projection
+
+    cropping = [{"crop": "mtcnn", "detector": DetectorSettings().to_dict()}]
+    train = load_train(wide_root)
+    projection = train_person_projection(train.images["file"].tolist(), train.images["path"].to_numpy(), cropping)
+    width, height = PERSON_BAND_THUMB
+    assert projection.embedding == "eye-band" and projection.persons == 12
+    assert projection.directions.shape == (width * height * 3, 11)
+    files = load_eval(wide_root / "eval").files
+    groups = person_groups(files, faces=main_faces(cropping, files), projection=projection)
+    assert len(np.unique(groups)) == round(len(files) / 7)
+    with pytest.raises(MaskclsError, match="fitted on 'eye-band' embeddings, given 'photo-top'"):
+        person_groups(files, projection=projection)  # tight-photo grouping on a projection of faces

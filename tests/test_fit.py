@@ -11,6 +11,7 @@ from conftest import cli, cli_here, kill_after_first_epoch
 from maskcls.errors import MaskclsError
 from maskcls.fit import fit, member_config
 from maskcls.infer import check_submission, load_recipe, predict
+from maskcls.infer.persons import PersonProjection
 from maskcls.infer.recipe import SHIPPED_RECIPES
 
 # The demo preset crops faces out of wide scenes; these tight 48 px photos are faces already.
@@ -48,16 +49,18 @@ def test_fit_trains_every_member_and_predict_applies_the_recipe(fitted, demo_roo
     meta = json.loads(Path(result["meta"]).read_text())
     assert meta["recipe"]["vote"]["mask_weights"] == [0.0, 1.0] and len(meta["preprocess"]) == 2
     assert (tmp_path / "sub.groups.npy").is_file()  # persons were pooled, as the recipe asks
+    # ... on the person projection the fit learnt from the train persons, for these tight photos' tops
+    assert meta["persons"]["projection"] and PersonProjection.load(fit_dir / "persons.npz").embedding == "photo-top"
     assert len(result["members_probs"]) == 2
 
 
 def test_rerun_on_a_finished_fit_trains_nothing_and_says_so(fitted, demo_root):
     fit_dir = Path(fitted["fit_dir"])
-    stamps = {p: p.stat().st_mtime_ns for p in fit_dir.glob("members/*/best.pt")}
+    stamps = {p: p.stat().st_mtime_ns for p in [*fit_dir.glob("members/*/best.pt"), fit_dir / "persons.npz"]}
     result = cli("fit", fit_dir.parent / "tiny.yaml", "--data", demo_root, "--out", fit_dir)
     assert result.returncode == 0, result.stderr
     assert "members trained now: none (all were done)" in result.stdout
-    assert {p: p.stat().st_mtime_ns for p in fit_dir.glob("members/*/best.pt")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 def test_predict_flags_override_the_recipe(fitted, demo_root, tmp_path):

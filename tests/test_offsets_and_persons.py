@@ -3,7 +3,7 @@ import pytest
 
 from maskcls.errors import MaskclsError
 from maskcls.infer.offsets import apply_offsets, cross_fit_offsets, fit_class_offsets, group_splits
-from maskcls.infer.persons import MAX_GROUPING_DISTANCE, group_by_embedding, grouping_distance, person_consistency
+from maskcls.infer.persons import MAX_GROUPING_DISTANCE, PersonProjection, fit_person_projection, group_by_embedding, grouping_distance, person_consistency
 from maskcls.infer.prediction import checked_grouping
 from maskcls.infer.recipe import Vote
 from maskcls.infer.vote import combine
@@ -199,6 +199,54 @@ def test_group_by_embedding_finds_persons():
         assert len(set(found.tolist())) == 4
     with pytest.raises(MaskclsError, match="exactly one"):
         group_by_embedding(embeddings)
+
+
+def _photos_of(persons: int, rng, identity_dims: int = 8, noise_dims: int = 40):
+    """Embeddings where a few dimensions say who it is and many more change from photo to photo,
+    as a thumbnail's pixels change with scale, blur and lighting."""
+    person = np.repeat(np.arange(persons), 7)
+    identity = rng.normal(size=(persons, identity_dims))[person] + 0.2 * rng.normal(size=(len(person), identity_dims))
+    return np.hstack([identity, 1.5 * rng.normal(size=(len(person), noise_dims))]), person
+
+
+def test_a_projection_fitted_on_train_persons_groups_new_persons_that_raw_embeddings_do_not():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    train, train_person = _photos_of(60, rng)
+    evaluation, person = _photos_of(20, rng)
+    projection = fit_person_projection(train, train_person, "eye-band", components=8)
+    assert projection.persons == 60 and projection.directions.shape == (48, 8)
+    raw = group_by_embedding(evaluation, n_groups=20, linkage="ward")
+    projected = group_by_embedding(projection(evaluation, "eye-band"), n_groups=20, linkage="ward")
+    assert adjusted_rand_score(person, raw) < 0.3 and adjusted_rand_score(person, projected) > 0.8
+
+
+def test_a_person_projection_round_trips_and_refuses_what_it_was_not_fitted_on(tmp_path):
+    rng = np.random.default_rng(1)
+    train, train_person = _photos_of(10, rng)
+    projection = fit_person_projection(train, train_person, "photo-top")
+    assert projection.directions.shape == (48, 9)  # at most one fewer than the persons
+    assert fit_person_projection(train[:, :5], train_person, "photo-top").directions.shape == (5, 5)  # at most the embedding's length
+    projection.save(tmp_path / "persons.npz")
+    loaded = PersonProjection.load(tmp_path / "persons.npz")
+    assert loaded.embedding == "photo-top" and loaded.persons == 10
+    assert np.allclose(loaded(train, "photo-top"), projection(train, "photo-top"))
+    with pytest.raises(MaskclsError, match="fitted on 'photo-top' embeddings, given 'eye-band'"):
+        loaded(train, "eye-band")
+    with pytest.raises(MaskclsError, match="fitted on 48-value embeddings, given 12"):
+        loaded(train[:, :12], "photo-top")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "persons.npz").read_bytes()[:100])
+    with pytest.raises(MaskclsError, match="cut.npz: not a person projection"):
+        PersonProjection.load(tmp_path / "cut.npz")
+
+
+def test_too_few_persons_fit_no_projection():
+    rng = np.random.default_rng(2)
+    assert fit_person_projection(rng.normal(size=(7, 5)), np.zeros(7), "eye-band") is None  # one person
+    assert fit_person_projection(rng.normal(size=(3, 5)), np.arange(3), "eye-band") is None  # one photo each
+    with pytest.raises(MaskclsError, match="embedding='pixels'"):
+        fit_person_projection(rng.normal(size=(14, 5)), np.repeat([0, 1], 7), "pixels")
 
 
 def test_mask_weights_take_the_mask_from_chosen_members_and_keep_the_vote_elsewhere():

@@ -81,7 +81,7 @@ def test_a_grouping_that_found_no_persons_is_not_pooled(trained_run, demo_root, 
     import maskcls.infer.prediction as predicting
 
     # Photos dealt into groups at random, and the check made to run on this small model's unsure masks.
-    monkeypatch.setattr(predicting, "person_groups", lambda files, faces=None: np.random.default_rng(0).permutation(len(files)) // 7)
+    monkeypatch.setattr(predicting, "person_groups", lambda files, faces=None, projection=None: np.random.default_rng(0).permutation(len(files)) // 7)
     monkeypatch.setattr(predicting, "MIN_MASK_CONFIDENCE", 0.0)
     out = tmp_path / "sub.csv"
     np.save(tmp_path / "sub.groups.npy", np.zeros(3))  # an earlier prediction's, replaced with force

@@ -1,22 +1,37 @@
 """Persons in an eval set: photos grouped by who is in them, and one gender and age per person.
 
-The eval photos carry no person id, but each person has 7 of them. Small thumbnails of the
-photo's top part (hair, forehead, eyes and background: what a mask never covers) cluster into
-N/7 even-sized groups. Gender and age are properties of a person, not of a photo, so
-`person_consistency` then gives each person's photos one gender x age distribution, read mostly
-from the photos that show the face: the unmasked one, then the one with the mask worn wrong.
+The eval photos carry no person id, but each person has 7 of them. Each photo gets a small
+standardised colour thumbnail of what a mask never covers: the photo's top part (hair,
+forehead, eyes and background) for tight photos, the eye band of the eye-aligned face chip when
+the members crop faces, since the scene around a face changes from photo to photo. A
+`PersonProjection`, fitted by `maskcls fit` on the train persons (linear discriminant analysis,
+a train person's 7 photos as one class), then keeps what tells persons apart and drops what
+changes between one person's photos (scale, blur, noise, lighting, the mask's edge). The photos
+cluster into N/7 even-sized groups, and `person_consistency` gives each person's photos one
+gender x age distribution, read mostly from the photos that show the face: the unmasked one,
+then the one with the mask worn wrong.
 """
 from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from ..errors import MaskclsError
-from ..faces import crop_face
+from ..faces import DetectorSettings, align_face, crop_face, face_boxes
+from ..fileio import atomic_write
 from ..imageio import read_rgb
 from ..labels import NUM_CLASSES
 from .probs import N_GENDER_AGE, N_MASK, check_probs, joint_probs, log_probs, mask_and_gender_age
+
+log = logging.getLogger(__name__)
 
 # How much a photo says about its person's gender and age, for (wear, incorrect, not wear): a
 # masked face hides most of what shows age. Chosen on out-of-fold predictions of train persons
@@ -27,7 +42,18 @@ PHOTOS_PER_PERSON = 7
 # photos or backbone features do (the README's benchmark section has the figures).
 PERSON_TOP_FRACTION = 0.35
 PERSON_THUMB_SIDE = 12
-PERSON_CROP_MARGIN = 0.3  # enough around the face to take in the hair
+# In the face chip at margin 0, dlib's framing puts the eyes at a fifth of the side: the band
+# takes in brows, eyes and temples and stops above the nose, where a worn mask begins. Rows,
+# then columns, as fractions of the chip's side; the thumbnail keeps the band's shape.
+PERSON_EYE_BAND = ((0.05, 0.40), (0.05, 0.95))
+PERSON_BAND_THUMB = (24, 10)  # width, height
+EMBEDDINGS = ("photo-top", "eye-band")
+# The projection keeps this many discriminant directions (fewer where there are fewer persons),
+# and shrinks the within-person covariance this far towards its diagonal, which the few photos
+# per person cannot estimate alone. Chosen on the wide stand-in's train persons.
+PROJECTION_COMPONENTS = 64
+PROJECTION_SHRINKAGE = 0.3
+PROJECTION_FILE = "persons.npz"
 # A person's 7 photos hold the mask worn 5 times, worn wrong once and not worn once. Photos
 # grouped into persons come close to those counts, photos grouped at random do not: a grouping
 # whose groups lie at most this share of random groups' distance from them is kept. The limit
@@ -42,26 +68,116 @@ MIN_MASK_CONFIDENCE = 0.8
 
 
 def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION, face=None) -> np.ndarray:
-    """A small standardised colour thumbnail of the photo's top part; in a wide photo, of the top
-    part of the face crop around `face` (a detected face), since the scene around it changes."""
+    """A small standardised colour thumbnail of what a mask never covers: the photo's top part,
+    or, in a wide photo, the eye band of the face chip around `face` (a detected face)."""
     image = read_rgb(file)
-    top = image[: max(1, int(image.shape[0] * top_fraction))]
+    part, size = image[: max(1, int(image.shape[0] * top_fraction))], (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE)
     if face is not None:
-        crop = crop_face(image, face.box, PERSON_CROP_MARGIN)
-        crop_top = crop[: max(1, int(crop.shape[0] * top_fraction))]
-        if crop_top.std() > 1:  # a box at the photo's edge can leave only padding above the face: keep the photo's top then
-            top = crop_top
-    thumb = cv2.resize(top, (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+        chip = align_face(image, face.landmarks, 0.0) if face.landmarks is not None else crop_face(image, face.box, 0.0)
+        (top, bottom), (left, right) = PERSON_EYE_BAND
+        side = chip.shape[0]
+        band = chip[int(side * top) : max(int(side * top) + 1, int(side * bottom)), int(side * left) : max(int(side * left) + 1, int(side * right))]
+        size = PERSON_BAND_THUMB  # every face's embedding has the same length, a fallback's too
+        if band.std() > 1:  # a face at the photo's edge can leave only padding in the band: keep the photo's top then
+            part = band
+    thumb = cv2.resize(part, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     thumb -= thumb.mean(axis=(0, 1), keepdims=True)  # exposure and white balance differ between shots
     return (thumb / (thumb.std() + 1e-6)).ravel()
 
 
-def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION, faces=None) -> np.ndarray:
-    """Person ids for eval photos: N/7 even-sized clusters of their top-part thumbnails (of the
-    face crops, when `faces` gives each photo's main face)."""
-    faces = [None] * len(files) if faces is None else faces
-    embeddings = np.stack([person_embedding(f, top_fraction, face) for f, face in zip(files, faces, strict=True)])
+def person_embeddings(files, faces=None, top_fraction: float = PERSON_TOP_FRACTION) -> tuple[np.ndarray, str]:
+    """Every photo's `person_embedding` (of its main face, when `faces` gives them), and which
+    embedding that is, one of EMBEDDINGS."""
+    if faces is None:
+        return np.stack([person_embedding(f, top_fraction) for f in files]), "photo-top"
+    return np.stack([person_embedding(f, top_fraction, face) for f, face in zip(files, faces, strict=True)]), "eye-band"
+
+
+@dataclass(frozen=True)
+class PersonProjection:
+    """A linear map of person embeddings that keeps what tells persons apart: centred on the
+    train photos' mean, times the discriminant directions fitted on train persons."""
+
+    embedding: str  # which person embedding it maps, one of EMBEDDINGS
+    mean: np.ndarray  # (dims,)
+    directions: np.ndarray  # (dims, components)
+    persons: int  # how many train persons it was fitted on
+
+    def __call__(self, embeddings: np.ndarray, embedding: str) -> np.ndarray:
+        if embedding != self.embedding:
+            raise MaskclsError(f"person projection: fitted on {self.embedding!r} embeddings, given {embedding!r} ones; "
+                               "the members' face crop changed since the fit: rerun `maskcls fit` to fit it again")
+        if embeddings.shape[1] != len(self.mean):
+            raise MaskclsError(f"person projection: fitted on {len(self.mean)}-value embeddings, given {embeddings.shape[1]}; "
+                               "rerun `maskcls fit` to fit it again")
+        return (embeddings - self.mean) @ self.directions
+
+    def save(self, path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, embedding=np.array(self.embedding), mean=self.mean, directions=self.directions, persons=np.array(self.persons))
+        with atomic_write(path, "wb", what="person projection") as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path) -> PersonProjection:
+        try:
+            with np.load(path) as stored:
+                projection = cls(str(stored["embedding"]), stored["mean"], stored["directions"], int(stored["persons"]))
+        except PermissionError:
+            raise  # the file can't be read, which is not the same as damaged
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise MaskclsError(f"{path}: not a person projection ({str(exc).splitlines()[0][:80]}); "
+                               "delete it and rerun `maskcls fit` to fit it again") from None
+        if projection.embedding not in EMBEDDINGS or projection.directions.shape[0] != len(projection.mean):
+            raise MaskclsError(f"{path}: not a person projection (embedding {projection.embedding!r}, shapes "
+                               f"{projection.mean.shape} and {projection.directions.shape}); delete it and rerun `maskcls fit`")
+        return projection
+
+
+def fit_person_projection(embeddings, persons, embedding: str, components: int = PROJECTION_COMPONENTS,
+                          shrinkage: float = PROJECTION_SHRINKAGE) -> PersonProjection | None:
+    """Linear discriminant analysis of the embeddings with each person as a class; None where
+    there are too few persons with several photos to tell anything apart."""
+    embeddings, persons = np.asarray(embeddings, dtype=np.float64), np.asarray(persons)
+    if embedding not in EMBEDDINGS:
+        raise MaskclsError(f"embedding={embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+    if embeddings.ndim != 2 or len(embeddings) != len(persons):
+        raise MaskclsError(f"embeddings: expected one (dims,) row per person id ({len(persons)}), got shape {embeddings.shape}")
+    names, counts = np.unique(persons, return_counts=True)
+    if (counts > 1).sum() < 2:
+        return None
+    components = min(components, len(names) - 1, embeddings.shape[1])
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage, n_components=components).fit(embeddings, persons)
+    return PersonProjection(embedding, embeddings.mean(axis=0), lda.scalings_[:, :components], len(names))
+
+
+def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION, faces=None, projection: PersonProjection | None = None) -> np.ndarray:
+    """Person ids for eval photos: N/7 even-sized clusters of their person embeddings (of the
+    face crops, when `faces` gives each photo's main face), mapped by `projection` when given."""
+    embeddings, embedding = person_embeddings(files, faces, top_fraction)
+    if projection is not None:
+        embeddings = projection(embeddings, embedding)
     return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
+
+
+def main_faces(preprocessing: list[dict], files):
+    """The main face of each photo when the members crop faces (from the detection cache their
+    training or prediction filled), so persons are grouped by face, not by the scene around it."""
+    cropping = [pre for pre in preprocessing if pre.get("crop", "none") != "none"]
+    return face_boxes(files, DetectorSettings.from_dict(cropping[0]["detector"])) if cropping else None
+
+
+def train_person_projection(files, persons, preprocessing: list[dict]) -> PersonProjection | None:
+    """The projection for eval photos read by members with this preprocessing, fitted on train
+    photos `files` of `persons` (one id per photo)."""
+    embeddings, embedding = person_embeddings(files, main_faces(preprocessing, files))
+    return fit_person_projection(embeddings, persons, embedding)
+
+
+def load_person_projection(folder) -> PersonProjection | None:
+    """The projection a fit wrote in `folder`, or None where it wrote none."""
+    path = Path(folder) / PROJECTION_FILE
+    return PersonProjection.load(path) if path.is_file() else None
 
 
 def grouping_distance(mask_probs, groups, shuffles: int = 20, seed: int = 0) -> float | None:

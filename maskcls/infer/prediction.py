@@ -15,11 +15,10 @@ import numpy as np
 from ..checkpoint import checkpoints_of
 from ..data.layout import load_eval
 from ..errors import MaskclsError
-from ..faces import DetectorSettings, face_boxes
 from ..fileio import atomic_write, atomic_write_text
 from ..labels import NUM_CLASSES
 from .outputs import output_paths
-from .persons import MAX_GROUPING_DISTANCE, MIN_MASK_CONFIDENCE, grouping_distance, person_groups
+from .persons import MAX_GROUPING_DISTANCE, MIN_MASK_CONFIDENCE, grouping_distance, load_person_projection, main_faces, person_groups
 from .probs import mask_and_gender_age
 from .recipe import Recipe
 from .runtime import member_probs
@@ -45,7 +44,12 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     labels, probs = combine(members_probs, recipe.vote)  # photo by photo, the answer unless persons are pooled
     groups, persons = None, {"asked": recipe.by_person}
     if recipe.by_person:
-        groups = person_groups(evaluation.files, faces=eval_faces(preprocessing, evaluation.files))
+        projection = load_person_projection(recipe.home) if recipe.home is not None else None
+        if projection is None:
+            log.info("person grouping: no person projection beside the recipe (`maskcls fit` writes one), so photos are grouped "
+                     "on their raw thumbnails, which tell persons apart less surely")
+        groups = person_groups(evaluation.files, faces=main_faces(preprocessing, evaluation.files), projection=projection)
+        persons["projection"] = projection is not None
         groups, persons["distance"] = checked_grouping(groups, probs)
         if groups is not None:
             labels, probs = combine(members_probs, recipe.vote, groups)
@@ -85,10 +89,3 @@ def checked_grouping(groups: np.ndarray, photo_probs: np.ndarray) -> tuple[np.nd
                     len(np.unique(groups)), distance, MAX_GROUPING_DISTANCE)
         return None, round(distance, 4)
     return groups, round(distance, 4)
-
-
-def eval_faces(preprocessing: list[dict], files):
-    """The main face of each eval photo when the members crop faces (from the detection cache
-    their prediction just filled), so persons are grouped by face, not by the scene around it."""
-    cropping = [pre for pre in preprocessing if pre.get("crop", "none") != "none"]
-    return face_boxes(files, DetectorSettings.from_dict(cropping[0]["detector"])) if cropping else None
