@@ -27,7 +27,7 @@ from .data.layout import leave_out_damaged, load_train
 from .errors import MaskclsError
 from .fileio import atomic_write_text
 from .infer.offsets import cross_fit_offsets
-from .infer.persons import PROJECTION_FILE, train_person_projection
+from .infer.persons import PROJECTION_FILE, embedding_kind, load_person_projection, train_person_projection
 from .infer.recipe import Member, Recipe, Vote, load_recipe, recipe_of_runs, save_recipe
 from .infer.runtime import pick_device
 from .infer.vote import fit_soft_weights, hard_vote, soft_vote
@@ -118,17 +118,20 @@ def fit(recipe, data, out=None, overrides: list[str] | tuple = (), progress: boo
 
 def fit_persons(recipe: Recipe, data: Path, fit_dir: Path, progress: bool) -> None:
     """Write the person projection for the trained recipe, fitted on the train persons of `data`;
-    one written before is kept, as a finished member is."""
+    one written before is kept, as a finished member is, while it maps the embeddings needed."""
     path = fit_dir / PROJECTION_FILE
-    if path.is_file():
-        return
-    train = leave_out_damaged(load_train(data), "skip")
     # The members' own record of their crop: eval photos are grouped by the faces they crop.
     preprocessing = [load(checkpoints_of(run)[0])["preprocess"] for run in recipe.trained_runs()]
+    kept = load_person_projection(fit_dir)
+    if kept is not None and kept.fits(embedding_kind(preprocessing)):
+        return
+    train = leave_out_damaged(load_train(data), "skip")
     if progress:
         print(f"== persons: fitting the person projection on {len(train.images)} train photos", flush=True)
     projection = train_person_projection(train.images["file"].tolist(), train.images["path"].to_numpy(), preprocessing)
-    if projection is not None:
+    if projection is None:
+        path.unlink(missing_ok=True)  # too few persons now: an earlier projection is not this fit's
+    else:
         projection.save(path)
 
 

@@ -408,7 +408,7 @@ def test_wide_photos_fit_a_projection_of_the_faces_eye_band(wide_root):
     train = load_train(wide_root)
     projection = train_person_projection(train.images["file"].tolist(), train.images["path"].to_numpy(), cropping)
     width, height = PERSON_BAND_THUMB
-    assert projection.embedding == "eye-band" and projection.persons == 12
+    assert projection.fits("eye-band") and projection.persons == 12
     assert projection.directions.shape == (width * height * 3, 11)
     files = load_eval(wide_root / "eval").files
     groups = person_groups(files, faces=main_faces(cropping, files), projection=projection)

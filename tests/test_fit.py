@@ -50,7 +50,7 @@ def test_fit_trains_every_member_and_predict_applies_the_recipe(fitted, demo_roo
     assert meta["recipe"]["vote"]["mask_weights"] == [0.0, 1.0] and len(meta["preprocess"]) == 2
     assert (tmp_path / "sub.groups.npy").is_file()  # persons were pooled, as the recipe asks
     # ... on the person projection the fit learnt from the train persons, for these tight photos' tops
-    assert meta["persons"]["projection"] and PersonProjection.load(fit_dir / "persons.npz").embedding == "photo-top"
+    assert meta["persons"]["projection"] and PersonProjection.load(fit_dir / "persons.npz").fits("photo-top")
     assert len(result["members_probs"]) == 2
 
 
@@ -61,6 +61,19 @@ def test_rerun_on_a_finished_fit_trains_nothing_and_says_so(fitted, demo_root):
     assert result.returncode == 0, result.stderr
     assert "members trained now: none (all were done)" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_person_projection_made_otherwise_is_fitted_again(fitted, demo_root, tmp_path):
+    import shutil
+
+    fit_dir = tmp_path / "fit"
+    shutil.copytree(fitted["fit_dir"], fit_dir)
+    current = PersonProjection.load(fit_dir / "persons.npz")
+    PersonProjection("photo-top 0.5 16x16", current.mean, current.directions, current.persons).save(fit_dir / "persons.npz")
+    result = cli("fit", Path(fitted["fit_dir"]).parent / "tiny.yaml", "--data", demo_root, "--out", fit_dir)
+    assert result.returncode == 0, result.stderr
+    refitted = PersonProjection.load(fit_dir / "persons.npz")
+    assert refitted.fits("photo-top") and np.allclose(refitted.directions, current.directions)
 
 
 def test_predict_flags_override_the_recipe(fitted, demo_root, tmp_path):

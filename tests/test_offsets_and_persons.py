@@ -230,12 +230,16 @@ def test_a_person_projection_round_trips_and_refuses_what_it_was_not_fitted_on(t
     assert fit_person_projection(train[:, :5], train_person, "photo-top").directions.shape == (5, 5)  # at most the embedding's length
     projection.save(tmp_path / "persons.npz")
     loaded = PersonProjection.load(tmp_path / "persons.npz")
-    assert loaded.embedding == "photo-top" and loaded.persons == 10
+    assert loaded.kind == "photo-top" and loaded.fits("photo-top") and loaded.persons == 10
     assert np.allclose(loaded(train, "photo-top"), projection(train, "photo-top"))
     with pytest.raises(MaskclsError, match="fitted on 'photo-top' embeddings, given 'eye-band'"):
         loaded(train, "eye-band")
-    with pytest.raises(MaskclsError, match="fitted on 48-value embeddings, given 12"):
+    with pytest.raises(MaskclsError, match="fitted on embeddings made otherwise .* 48 values.* 12 values"):
         loaded(train[:, :12], "photo-top")
+    older = PersonProjection("photo-top 0.5 16x16", loaded.mean, loaded.directions, 10)  # as another version made them
+    assert not older.fits("photo-top")
+    with pytest.raises(MaskclsError, match="made otherwise .*rerun `maskcls fit`"):
+        older(train, "photo-top")
     (tmp_path / "cut.npz").write_bytes((tmp_path / "persons.npz").read_bytes()[:100])
     with pytest.raises(MaskclsError, match="cut.npz: not a person projection"):
         PersonProjection.load(tmp_path / "cut.npz")
@@ -245,7 +249,7 @@ def test_too_few_persons_fit_no_projection():
     rng = np.random.default_rng(2)
     assert fit_person_projection(rng.normal(size=(7, 5)), np.zeros(7), "eye-band") is None  # one person
     assert fit_person_projection(rng.normal(size=(3, 5)), np.arange(3), "eye-band") is None  # one photo each
-    with pytest.raises(MaskclsError, match="embedding='pixels'"):
+    with pytest.raises(MaskclsError, match="kind='pixels'"):
         fit_person_projection(rng.normal(size=(14, 5)), np.repeat([0, 1], 7), "pixels")
 
 

@@ -42,17 +42,23 @@ PHOTOS_PER_PERSON = 7
 # photos or backbone features do (the README's benchmark section has the figures).
 PERSON_TOP_FRACTION = 0.35
 PERSON_THUMB_SIDE = 12
-# In the face chip at margin 0, dlib's framing puts the eyes at a fifth of the side: the band
-# takes in brows, eyes and temples and stops above the nose, where a worn mask begins. Rows,
-# then columns, as fractions of the chip's side; the thumbnail keeps the band's shape.
-PERSON_EYE_BAND = ((0.05, 0.40), (0.05, 0.95))
-PERSON_BAND_THUMB = (24, 10)  # width, height
-EMBEDDINGS = ("photo-top", "eye-band")
+# In the face chip at margin 0, dlib's framing puts the eyes at a fifth of the side: the band,
+# the chip's top, takes in brows, eyes and temples and stops above the nose, where a worn mask
+# begins. Rows, then columns, as fractions of the chip's side; the thumbnail keeps its shape.
+# Chosen with the projection below on the wide stand-in's train persons (fitted on 800, grouping
+# the other 200); the README's benchmark section has the figures.
+PERSON_EYE_BAND = ((0.0, 0.45), (0.0, 1.0))
+PERSON_BAND_THUMB = (24, 12)  # width, height
+# Each embedding in full: a projection fitted on one way of making them is refused on another.
+EMBEDDINGS = {
+    "photo-top": f"photo-top {PERSON_TOP_FRACTION} {PERSON_THUMB_SIDE}x{PERSON_THUMB_SIDE}",
+    "eye-band": f"eye-band rows {PERSON_EYE_BAND[0]} columns {PERSON_EYE_BAND[1]} {PERSON_BAND_THUMB[0]}x{PERSON_BAND_THUMB[1]}",
+}
 # The projection keeps this many discriminant directions (fewer where there are fewer persons),
-# and shrinks the within-person covariance this far towards its diagonal, which the few photos
-# per person cannot estimate alone. Chosen on the wide stand-in's train persons.
+# and shrinks the within-person covariance a little towards its diagonal, which the few photos
+# per person cannot estimate alone.
 PROJECTION_COMPONENTS = 64
-PROJECTION_SHRINKAGE = 0.3
+PROJECTION_SHRINKAGE = 0.05
 PROJECTION_FILE = "persons.npz"
 # A person's 7 photos hold the mask worn 5 times, worn wrong once and not worn once. Photos
 # grouped into persons come close to those counts, photos grouped at random do not: a grouping
@@ -67,11 +73,11 @@ MAX_GROUPING_DISTANCE = 0.8
 MIN_MASK_CONFIDENCE = 0.8
 
 
-def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION, face=None) -> np.ndarray:
+def person_embedding(file, face=None) -> np.ndarray:
     """A small standardised colour thumbnail of what a mask never covers: the photo's top part,
     or, in a wide photo, the eye band of the face chip around `face` (a detected face)."""
     image = read_rgb(file)
-    part, size = image[: max(1, int(image.shape[0] * top_fraction))], (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE)
+    part, size = image[: max(1, int(image.shape[0] * PERSON_TOP_FRACTION))], (PERSON_THUMB_SIDE, PERSON_THUMB_SIDE)
     if face is not None:
         chip = align_face(image, face.landmarks, 0.0) if face.landmarks is not None else crop_face(image, face.box, 0.0)
         (top, bottom), (left, right) = PERSON_EYE_BAND
@@ -85,12 +91,12 @@ def person_embedding(file, top_fraction: float = PERSON_TOP_FRACTION, face=None)
     return (thumb / (thumb.std() + 1e-6)).ravel()
 
 
-def person_embeddings(files, faces=None, top_fraction: float = PERSON_TOP_FRACTION) -> tuple[np.ndarray, str]:
+def person_embeddings(files, faces=None) -> tuple[np.ndarray, str]:
     """Every photo's `person_embedding` (of its main face, when `faces` gives them), and which
-    embedding that is, one of EMBEDDINGS."""
+    embedding that is, a key of EMBEDDINGS."""
     if faces is None:
-        return np.stack([person_embedding(f, top_fraction) for f in files]), "photo-top"
-    return np.stack([person_embedding(f, top_fraction, face) for f, face in zip(files, faces, strict=True)]), "eye-band"
+        return np.stack([person_embedding(f) for f in files]), "photo-top"
+    return np.stack([person_embedding(f, face) for f, face in zip(files, faces, strict=True)]), "eye-band"
 
 
 @dataclass(frozen=True)
@@ -98,18 +104,26 @@ class PersonProjection:
     """A linear map of person embeddings that keeps what tells persons apart: centred on the
     train photos' mean, times the discriminant directions fitted on train persons."""
 
-    embedding: str  # which person embedding it maps, one of EMBEDDINGS
+    embedding: str  # the embedding it maps, in full (a value of EMBEDDINGS)
     mean: np.ndarray  # (dims,)
     directions: np.ndarray  # (dims, components)
     persons: int  # how many train persons it was fitted on
 
-    def __call__(self, embeddings: np.ndarray, embedding: str) -> np.ndarray:
-        if embedding != self.embedding:
-            raise MaskclsError(f"person projection: fitted on {self.embedding!r} embeddings, given {embedding!r} ones; "
+    @property
+    def kind(self) -> str:
+        return self.embedding.split()[0]
+
+    def fits(self, kind: str) -> bool:
+        """Whether it maps embeddings of this kind, made as this version of maskcls makes them."""
+        return EMBEDDINGS.get(kind) == self.embedding
+
+    def __call__(self, embeddings: np.ndarray, kind: str) -> np.ndarray:
+        if kind != self.kind:
+            raise MaskclsError(f"person projection: fitted on {self.kind!r} embeddings, given {kind!r} ones; "
                                "the members' face crop changed since the fit: rerun `maskcls fit` to fit it again")
-        if embeddings.shape[1] != len(self.mean):
-            raise MaskclsError(f"person projection: fitted on {len(self.mean)}-value embeddings, given {embeddings.shape[1]}; "
-                               "rerun `maskcls fit` to fit it again")
+        if not self.fits(kind) or embeddings.shape[1] != len(self.mean):
+            raise MaskclsError(f"person projection: fitted on embeddings made otherwise ({self.embedding}, {len(self.mean)} values) "
+                               f"than today's ({EMBEDDINGS.get(kind)}, {embeddings.shape[1]} values); rerun `maskcls fit` to fit it again")
         return (embeddings - self.mean) @ self.directions
 
     def save(self, path) -> None:
@@ -128,19 +142,19 @@ class PersonProjection:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise MaskclsError(f"{path}: not a person projection ({str(exc).splitlines()[0][:80]}); "
                                "delete it and rerun `maskcls fit` to fit it again") from None
-        if projection.embedding not in EMBEDDINGS or projection.directions.shape[0] != len(projection.mean):
+        if projection.kind not in EMBEDDINGS or projection.directions.shape[0] != len(projection.mean):
             raise MaskclsError(f"{path}: not a person projection (embedding {projection.embedding!r}, shapes "
                                f"{projection.mean.shape} and {projection.directions.shape}); delete it and rerun `maskcls fit`")
         return projection
 
 
-def fit_person_projection(embeddings, persons, embedding: str, components: int = PROJECTION_COMPONENTS,
+def fit_person_projection(embeddings, persons, kind: str, components: int = PROJECTION_COMPONENTS,
                           shrinkage: float = PROJECTION_SHRINKAGE) -> PersonProjection | None:
     """Linear discriminant analysis of the embeddings with each person as a class; None where
     there are too few persons with several photos to tell anything apart."""
     embeddings, persons = np.asarray(embeddings, dtype=np.float64), np.asarray(persons)
-    if embedding not in EMBEDDINGS:
-        raise MaskclsError(f"embedding={embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+    if kind not in EMBEDDINGS:
+        raise MaskclsError(f"kind={kind!r}: use one of {', '.join(EMBEDDINGS)}")
     if embeddings.ndim != 2 or len(embeddings) != len(persons):
         raise MaskclsError(f"embeddings: expected one (dims,) row per person id ({len(persons)}), got shape {embeddings.shape}")
     names, counts = np.unique(persons, return_counts=True)
@@ -148,15 +162,15 @@ def fit_person_projection(embeddings, persons, embedding: str, components: int =
         return None
     components = min(components, len(names) - 1, embeddings.shape[1])
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage, n_components=components).fit(embeddings, persons)
-    return PersonProjection(embedding, embeddings.mean(axis=0), lda.scalings_[:, :components], len(names))
+    return PersonProjection(EMBEDDINGS[kind], embeddings.mean(axis=0), lda.scalings_[:, :components], len(names))
 
 
-def person_groups(files, top_fraction: float = PERSON_TOP_FRACTION, faces=None, projection: PersonProjection | None = None) -> np.ndarray:
+def person_groups(files, faces=None, projection: PersonProjection | None = None) -> np.ndarray:
     """Person ids for eval photos: N/7 even-sized clusters of their person embeddings (of the
     face crops, when `faces` gives each photo's main face), mapped by `projection` when given."""
-    embeddings, embedding = person_embeddings(files, faces, top_fraction)
+    embeddings, kind = person_embeddings(files, faces)
     if projection is not None:
-        embeddings = projection(embeddings, embedding)
+        embeddings = projection(embeddings, kind)
     return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
 
 
@@ -167,11 +181,16 @@ def main_faces(preprocessing: list[dict], files):
     return face_boxes(files, DetectorSettings.from_dict(cropping[0]["detector"])) if cropping else None
 
 
+def embedding_kind(preprocessing: list[dict]) -> str:
+    """Which person embedding eval photos read by members with this preprocessing are grouped on."""
+    return "eye-band" if any(pre.get("crop", "none") != "none" for pre in preprocessing) else "photo-top"
+
+
 def train_person_projection(files, persons, preprocessing: list[dict]) -> PersonProjection | None:
     """The projection for eval photos read by members with this preprocessing, fitted on train
     photos `files` of `persons` (one id per photo)."""
-    embeddings, embedding = person_embeddings(files, main_faces(preprocessing, files))
-    return fit_person_projection(embeddings, persons, embedding)
+    embeddings, kind = person_embeddings(files, main_faces(preprocessing, files))
+    return fit_person_projection(embeddings, persons, kind)
 
 
 def load_person_projection(folder) -> PersonProjection | None:
