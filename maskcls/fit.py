@@ -23,7 +23,6 @@ import pandas as pd
 
 from .checkpoint import checkpoints_of, load
 from .config import Config, load_config
-from .data.layout import leave_out_damaged, load_train
 from .errors import MaskclsError
 from .fileio import atomic_write_text
 from .infer.offsets import cross_fit_offsets
@@ -125,10 +124,9 @@ def fit_persons(recipe: Recipe, data: Path, fit_dir: Path, progress: bool) -> No
     kept = load_person_projection(fit_dir)
     if kept is not None and kept.fits(embedding_kind(preprocessing)):
         return
-    train = leave_out_damaged(load_train(data), "skip")
     if progress:
-        print(f"== persons: fitting the person projection on {len(train.images)} train photos", flush=True)
-    projection = train_person_projection(train.images["file"].tolist(), train.images["path"].to_numpy(), preprocessing)
+        print(f"== persons: fitting the person projection on the train persons of {data}", flush=True)
+    projection = train_person_projection(data, preprocessing)
     if projection is None:
         path.unlink(missing_ok=True)  # too few persons now: an earlier projection is not this fit's
     else:

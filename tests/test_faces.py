@@ -400,13 +400,12 @@ def test_persons_are_grouped_by_the_face_crop_even_at_the_photos_edge(wide_root,
 
 
 def test_wide_photos_fit_a_projection_of_the_faces_eye_band(wide_root):
-    from maskcls.data.layout import load_eval, load_train
+    from maskcls.data.layout import load_eval
     from maskcls.errors import MaskclsError
     from maskcls.infer.persons import PERSON_BAND_THUMB, main_faces, person_groups, train_person_projection
 
     cropping = [{"crop": "mtcnn", "detector": DetectorSettings().to_dict()}]
-    train = load_train(wide_root)
-    projection = train_person_projection(train.images["file"].tolist(), train.images["path"].to_numpy(), cropping)
+    projection = train_person_projection(wide_root, cropping)
     width, height = PERSON_BAND_THUMB
     assert projection.fits("eye-band") and projection.persons == 12
     assert projection.directions.shape == (width * height * 3, 11)

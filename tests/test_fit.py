@@ -50,7 +50,7 @@ def test_fit_trains_every_member_and_predict_applies_the_recipe(fitted, demo_roo
     assert meta["recipe"]["vote"]["mask_weights"] == [0.0, 1.0] and len(meta["preprocess"]) == 2
     assert (tmp_path / "sub.groups.npy").is_file()  # persons were pooled, as the recipe asks
     # ... on the person projection the fit learnt from the train persons, for these tight photos' tops
-    assert meta["persons"]["projection"] and PersonProjection.load(fit_dir / "persons.npz").fits("photo-top")
+    assert meta["persons"]["projection"] == "stored" and PersonProjection.load(fit_dir / "persons.npz").fits("photo-top")
     assert len(result["members_probs"]) == 2
 
 

@@ -72,9 +72,27 @@ def test_person_grouped_prediction_shares_gender_and_age(trained_run, demo_root,
     labels = pd.read_csv(tmp_path / "sub.csv")["ans"].to_numpy()
     assert len(np.unique(groups)) == round(len(labels) / 7)
     persons = pd.read_csv(demo_root / "eval" / "meta.csv", dtype=str)["id"].to_numpy()  # same order as info.csv
-    assert adjusted_rand_score(persons, groups) > 0.6  # chance is about 0; 0.76 measured on this demo set
+    assert adjusted_rand_score(persons, groups) > 0.6  # chance is about 0
+    # A recipe of bare runs has no stored projection: one is fitted on the run's own train persons.
+    assert json.loads((tmp_path / "sub.meta.json").read_text())["persons"]["projection"] == "fitted now"
     for group in np.unique(groups):
         assert len(set(labels[groups == group] % 6)) == 1  # one gender x age per person
+
+
+def test_without_its_train_persons_a_run_groups_on_raw_thumbnails(trained_run, demo_root, tmp_path, caplog):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_root / "eval", data / "eval")  # the eval set alone: the run's train persons are elsewhere
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    checkpoint = torch.load(run / "best.pt", weights_only=False)
+    checkpoint["config"]["data"]["root"] = str(tmp_path / "gone")
+    torch.save(checkpoint, run / "best.pt")
+    predict(recipe_of_runs([run], by_person=True), data / "eval", tmp_path / "sub.csv", progress=False)
+    meta = json.loads((tmp_path / "sub.meta.json").read_text())
+    assert meta["persons"]["projection"] is None and "grouped on raw thumbnails" in caplog.text
+    assert "gone" in caplog.text  # the warning says which train folder was missing
 
 
 def test_a_grouping_that_found_no_persons_is_not_pooled(trained_run, demo_root, tmp_path, monkeypatch, caplog):

@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from ..data.layout import leave_out_damaged, load_train
 from ..errors import MaskclsError
 from ..faces import DetectorSettings, align_face, crop_face, face_boxes
 from ..fileio import atomic_write
@@ -186,11 +187,13 @@ def embedding_kind(preprocessing: list[dict]) -> str:
     return "eye-band" if any(pre.get("crop", "none") != "none" for pre in preprocessing) else "photo-top"
 
 
-def train_person_projection(files, persons, preprocessing: list[dict]) -> PersonProjection | None:
-    """The projection for eval photos read by members with this preprocessing, fitted on train
-    photos `files` of `persons` (one id per photo)."""
+def train_person_projection(data, preprocessing: list[dict]) -> PersonProjection | None:
+    """The projection for eval photos read by members with this preprocessing, fitted on the
+    train persons of the dataset `data` (each person folder one person)."""
+    train = leave_out_damaged(load_train(data), "skip")
+    files = train.images["file"].tolist()
     embeddings, kind = person_embeddings(files, main_faces(preprocessing, files))
-    return fit_person_projection(embeddings, persons, kind)
+    return fit_person_projection(embeddings, train.images["path"].to_numpy(), kind)
 
 
 def load_person_projection(folder) -> PersonProjection | None:

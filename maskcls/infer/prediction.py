@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import checkpoints_of
+from ..checkpoint import checkpoints_of, load
 from ..data.layout import load_eval
 from ..errors import MaskclsError
 from ..fileio import atomic_write, atomic_write_text
 from ..labels import NUM_CLASSES
 from .outputs import output_paths
-from .persons import MAX_GROUPING_DISTANCE, MIN_MASK_CONFIDENCE, grouping_distance, load_person_projection, main_faces, person_groups
+from .persons import (
+    MAX_GROUPING_DISTANCE,
+    MIN_MASK_CONFIDENCE,
+    PROJECTION_FILE,
+    PersonProjection,
+    embedding_kind,
+    grouping_distance,
+    load_person_projection,
+    main_faces,
+    person_groups,
+    train_person_projection,
+)
 from .probs import mask_and_gender_age
 from .recipe import Recipe
 from .runtime import member_probs
@@ -44,12 +56,8 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     labels, probs = combine(members_probs, recipe.vote)  # photo by photo, the answer unless persons are pooled
     groups, persons = None, {"asked": recipe.by_person}
     if recipe.by_person:
-        projection = load_person_projection(recipe.home) if recipe.home is not None else None
-        if projection is None:
-            log.info("person grouping: no person projection beside the recipe (`maskcls fit` writes one), so photos are grouped "
-                     "on their raw thumbnails, which tell persons apart less surely")
+        projection, persons["projection"] = person_projection(recipe, checkpoints[0][0], preprocessing)
         groups = person_groups(evaluation.files, faces=main_faces(preprocessing, evaluation.files), projection=projection)
-        persons["projection"] = projection is not None
         groups, persons["distance"] = checked_grouping(groups, probs)
         if groups is not None:
             labels, probs = combine(members_probs, recipe.vote, groups)
@@ -71,6 +79,30 @@ def predict(recipe: Recipe, data, out_csv, batch_size: int = 64, num_workers: in
     return {"submission": str(out_csv), "probs": str(outputs["probs"]), "meta": str(outputs["meta"]),
             "counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(), "members_probs": members_probs, "groups": groups,
             "info": evaluation.info}
+
+
+def person_projection(recipe: Recipe, checkpoint, preprocessing: list[dict]) -> tuple[PersonProjection | None, str | None]:
+    """The fit's person projection beside the recipe ("stored"); else one fitted now on the
+    train persons the first member was trained on ("fitted now"), where they are on disk; else
+    none, and photos are grouped on their raw thumbnails, which tell persons apart less surely."""
+    kept = load_person_projection(recipe.home) if recipe.home is not None else None
+    if kept is not None and kept.fits(embedding_kind(preprocessing)):
+        return kept, "stored"
+    if kept is not None:
+        log.warning("%s: made for other embeddings (%s); fitting one now (rerun `maskcls fit` to store it)",
+                    Path(recipe.home) / PROJECTION_FILE, kept.embedding)
+    train_root = load(checkpoint)["config"]["data"].get("root")
+    try:
+        projection = train_person_projection(train_root, preprocessing) if train_root else None
+    except MaskclsError as exc:
+        log.warning("person grouping: no person projection beside the recipe, and none fitted now on the members' train "
+                    "persons (%s), so photos are grouped on raw thumbnails", exc)
+        return None, None
+    if projection is None:
+        log.warning("person grouping: no person projection beside the recipe, and too few train persons to fit one now, "
+                    "so photos are grouped on raw thumbnails")
+        return None, None
+    return projection, "fitted now"
 
 
 def checked_grouping(groups: np.ndarray, photo_probs: np.ndarray) -> tuple[np.ndarray | None, float | None]:
