@@ -14,7 +14,6 @@ then the one with the mask worn wrong.
 from __future__ import annotations
 
 import io
-import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,6 @@ from ..fileio import atomic_write
 from ..imageio import read_rgb
 from ..labels import NUM_CLASSES
 from .probs import N_GENDER_AGE, N_MASK, check_probs, joint_probs, log_probs, mask_and_gender_age
-
-log = logging.getLogger(__name__)
 
 # How much a photo says about its person's gender and age, for (wear, incorrect, not wear): a
 # masked face hides most of what shows age. Chosen on out-of-fold predictions of train persons
