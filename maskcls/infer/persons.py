@@ -172,16 +172,20 @@ def person_groups(files, faces=None, projection: PersonProjection | None = None)
     return group_by_embedding(embeddings, n_groups=max(1, round(len(files) / PHOTOS_PER_PERSON)), linkage="ward")
 
 
+def _cropping(preprocessing: list[dict]) -> list[dict]:
+    return [pre for pre in preprocessing if pre.get("crop", "none") != "none"]
+
+
 def main_faces(preprocessing: list[dict], files):
     """The main face of each photo when the members crop faces (from the detection cache their
     training or prediction filled), so persons are grouped by face, not by the scene around it."""
-    cropping = [pre for pre in preprocessing if pre.get("crop", "none") != "none"]
+    cropping = _cropping(preprocessing)
     return face_boxes(files, DetectorSettings.from_dict(cropping[0]["detector"])) if cropping else None
 
 
 def embedding_kind(preprocessing: list[dict]) -> str:
     """Which person embedding eval photos read by members with this preprocessing are grouped on."""
-    return "eye-band" if any(pre.get("crop", "none") != "none" for pre in preprocessing) else "photo-top"
+    return "eye-band" if _cropping(preprocessing) else "photo-top"
 
 
 def train_person_projection(data, preprocessing: list[dict]) -> PersonProjection | None:
