@@ -92,11 +92,14 @@ def person_projection(recipe: Recipe, checkpoint, preprocessing: list[dict]) -> 
         log.warning("%s: made for other embeddings (%s); fitting one now (rerun `maskcls fit` to store it)",
                     Path(recipe.home) / PROJECTION_FILE, kept.embedding)
     train_root = load(checkpoint)["config"]["data"].get("root")
-    if train_root:
-        log.info("person grouping: fitting a person projection on the train persons of %s (`maskcls fit` stores one with "
-                 "its recipe; with a face crop this detects faces in train photos the cache has not seen)", train_root)
+    if not train_root:
+        log.warning("person grouping: no person projection beside the recipe, and no train data recorded in %s to fit one now, "
+                    "so photos are grouped on raw thumbnails", checkpoint)
+        return None, None
+    log.info("person grouping: fitting a person projection on the train persons of %s (`maskcls fit` stores one with "
+             "its recipe; with a face crop this detects faces in train photos the cache has not seen)", train_root)
     try:
-        projection = train_person_projection(train_root, preprocessing) if train_root else None
+        projection = train_person_projection(train_root, preprocessing)
     except MaskclsError as exc:
         log.warning("person grouping: no person projection beside the recipe, and none fitted now on the members' train "
                     "persons (%s), so photos are grouped on raw thumbnails", exc)
