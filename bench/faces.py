@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/faces.py --data WIDE_DIR [--persons 100] [--sweep] [--rescue T,T,T|none] [--rescue-below S] [--refine-steps N]
         [--score-power P] [--haar-full-size] [--profile]
-        [--cascade onnxruntime|facenet-pytorch]
+        [--cascade onnxruntime|facenet-pytorch] [--onet DIGEST]
 
 WIDE_DIR holds train/ and eval/, each with images/ and a faces.csv (path,x0,y0,x1,y1,mask_state,
 box_source: the true face box of every photo), as bench/widen.py and `maskcls demo-data` write them.
@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     parser.add_argument("--save", type=Path, help="write the eval photos' results (one row a photo) to this CSV")
     parser.add_argument("--min-face", type=float, default=DetectorSettings.min_face)
     parser.add_argument("--factor", type=float, default=DetectorSettings.pyramid_factor)
+    parser.add_argument("--onet", default=None, help="digest of a tuned O-net (a fit's onet-<digest>.safetensors; default: facenet-pytorch's)")
     parser.add_argument("--cascade", default=DetectorSettings.cascade, choices=CASCADES,
                         help="which MTCNN implementation runs (--profile times the onnxruntime one only)")
     args = parser.parse_args(argv)
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
     chain = {"rescue_thresholds": None if args.rescue == "none" else tuple(float(v) for v in args.rescue.split(",")),
              "refine_steps": args.refine_steps, "cascade": args.cascade, "rescue_below": args.rescue_below, "score_power": args.score_power,
-             "haar_downscale": not args.haar_full_size}
+             "haar_downscale": not args.haar_full_size, "onet": args.onet}
     settings = DetectorSettings(thresholds=args.thresholds, min_face=args.min_face, pyramid_factor=args.factor, **chain)
     if args.persons:  # --persons 0: score eval only, with the settings given
         train = sample(load(args.data, "train"), args.persons)

@@ -1,6 +1,7 @@
-"""Widen the stand-in: each 200x200 face photo composited into a 384x512 upper-body scene of its own.
+"""Widen the stand-in: each 200x200 face photo composited into a 384x512 upper-body scene of its own
+(or, with --style camera, into a camera frame drawn by bench/camera_scenes.py).
 
-    .venv/bin/python bench/widen.py --src data/standin --out /tmp/wide-standin [--persons N] [--seed S]
+    .venv/bin/python bench/widen.py --src data/standin --out /tmp/wide-standin [--persons N] [--seed S] [--style door|camera]
 
 Writes the competition layout (train/train.csv, train/meta.csv, train/images/<person>/<photo>.jpg,
 eval/info.csv, eval/truth.csv, eval/meta.csv, eval/images/<ImageID>) plus `faces.csv` in each split:
@@ -178,9 +179,9 @@ def normal_boxes(files: dict, pad: int = 100) -> tuple[dict, dict]:
 
 
 def _widen_one(job) -> list:
-    src, dst, rel, box_fraction, source, state, seed, key = job
+    src, dst, rel, box_fraction, source, state, seed, key, style = job
     tile = cv2.cvtColor(cv2.imread(str(src)), cv2.COLOR_BGR2RGB)
-    scene, face = compose(tile, [v * tile.shape[1] for v in box_fraction], photo_rng(seed, key))
+    scene, face = STYLES[style](tile, [v * tile.shape[1] for v in box_fraction], photo_rng(seed, key))
     rng = photo_rng(seed, key + ":jpeg")
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(scene, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 96))])
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
@@ -188,8 +189,10 @@ def _widen_one(job) -> list:
     return [rel, *(round(v, 1) for v in face), state, source]
 
 
-def widen_split(src_root, out_root, split: str, seed: int = 0, limit: int | None = None, workers: int = 1) -> Path:
-    """Write the wide `split` ("train" or "eval") of `src_root` into `out_root`/`split`; returns that folder."""
+def widen_split(src_root, out_root, split: str, seed: int = 0, limit: int | None = None, workers: int = 1,
+                style: str = "door") -> Path:
+    """Write the wide `split` ("train" or "eval") of `src_root` into `out_root`/`split`, its scenes
+    drawn in `style` (a key of STYLES); returns that folder."""
     src, out = Path(src_root) / split, Path(out_root) / split
     if split == "train":
         table = pd.read_csv(src / "train.csv", dtype=str, keep_default_na=False).iloc[:limit]
@@ -208,7 +211,7 @@ def widen_split(src_root, out_root, split: str, seed: int = 0, limit: int | None
                   for name in ("info.csv", "truth.csv")} | {"meta.csv": meta}
     boxes, summary = normal_boxes(normals)
     fallback = (summary["median_fraction"], "median-fraction")
-    jobs = [(src / "images" / rel, out / "images" / rel, rel, *boxes.get(person, fallback), mask_state(kind), seed, f"{split}/{rel}")
+    jobs = [(src / "images" / rel, out / "images" / rel, rel, *boxes.get(person, fallback), mask_state(kind), seed, f"{split}/{rel}", style)
             for person, rel, kind in photos]
     if workers > 1:
         with get_context("spawn").Pool(workers) as pool:
@@ -219,7 +222,7 @@ def widen_split(src_root, out_root, split: str, seed: int = 0, limit: int | None
     for name, frame in copies.items():
         frame.to_csv(out / name, index=False)
     summary["photos"] = len(rows)
-    (out / "widen.json").write_text(json.dumps({"seed": seed, "size": [WIDTH, HEIGHT], "tile_boxes": summary}, indent=1))
+    (out / "widen.json").write_text(json.dumps({"seed": seed, "style": style, "tile_boxes": summary}, indent=1))
     return out
 
 
@@ -231,17 +234,29 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=["train", "eval", "all"], default="all")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--style", choices=["door", "camera"], default="door",
+                        help="door: 384x512 upper-body scenes (the default, what the benchmarks train on); camera: "
+                             "bench/camera_scenes.py's frames, a style nothing is tuned on, to test against")
     args = parser.parse_args(argv)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         print(f"widen: {args.out} exists and is not an empty folder; choose a new --out", file=sys.stderr)
         return 2
     cv2.setNumThreads(1)
     for split in ("train", "eval") if args.split == "all" else (args.split,):
-        out = widen_split(args.src, args.out, split, args.seed, args.persons, args.workers)
+        out = widen_split(args.src, args.out, split, args.seed, args.persons, args.workers, args.style)
         info = json.loads((out / "widen.json").read_text())["tile_boxes"]
         print(f"{split}: {info['photos']} scenes in {out}; true box from MTCNN on the normal photo for "
               f"{info['detected']}/{info['persons']} persons, median tile fraction {info['median_fraction']} for the rest", flush=True)
     return 0
+
+
+def _camera(tile, box, rng):
+    from camera_scenes import compose_camera  # a module of its own: it shares nothing with compose
+
+    return compose_camera(tile, box, rng)
+
+
+STYLES = {"door": compose, "camera": _camera}
 
 
 if __name__ == "__main__":
