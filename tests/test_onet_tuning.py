@@ -154,3 +154,11 @@ def test_fits_starting_together_tune_once(wide_root, tmp_path, monkeypatch):
     with ThreadPoolExecutor(2) as pool:
         digests = list(pool.map(lambda _: tuning.tuned_onet(bare_photos(wide_root), DetectorSettings(), one), range(2)))
     assert digests[0] == digests[1] and len(trained) == 1  # the second waited on the lock, then read the memo
+
+
+def test_some_tuning_chips_are_grey_as_an_infrared_camera_sends_them(wide_root):
+    chips = [chip for index, file in enumerate(bare_photos(wide_root, 4))
+             for chip, _, _ in tuning.chips_of((DetectorSettings(), file, 0, index))]
+    assert chips
+    grey = [bool((np.ptp(chip.astype(int), axis=2) == 0).all()) for chip in chips]
+    assert 0 < sum(grey) < len(grey)  # some views grey, most in colour

@@ -53,9 +53,12 @@ FACE_IOU, PART_IOU, NOT_FACE_IOU = 0.5, 0.3, 0.25  # a chip showing a face / par
 BATCH, LR, WARMUP = 256, 3e-4, 0.1
 BOX_WEIGHT, LANDMARK_WEIGHT = 2.0, 10.0  # MTCNN's own training weighs the box above the score
 MIRRORED_POINTS = [1, 0, 2, 4, 3]  # a mirrored face swaps the eyes and the mouth's corners
+# A door camera at night sends infrared frames, grey, where a mask stands out from the skin by
+# its brightness alone: this share of the views is turned grey, the bare photo's included.
+GREY_VIEWS = 0.2
 # Everything of the recipe fixed in code, for the memo key: a change here tunes anew.
 RECIPE = {"views": VIEWS, "sure": SURE_SCORE, "chips": [JITTERED, RANDOM, JITTER_SCALE, JITTER_SHIFT, RANDOM_SIDE],
-          "iou": [FACE_IOU, PART_IOU, NOT_FACE_IOU], "train": [BATCH, LR, WARMUP, BOX_WEIGHT, LANDMARK_WEIGHT], "version": 1}
+          "iou": [FACE_IOU, PART_IOU, NOT_FACE_IOU], "train": [BATCH, LR, WARMUP, BOX_WEIGHT, LANDMARK_WEIGHT], "grey": GREY_VIEWS, "version": 1}
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ def chips_of(job) -> list:
     settings, file, seed, index = job
     detector = _detectors.setdefault(settings, FaceDetector(settings))
     rng = np.random.default_rng([seed, index])
+    greys = np.random.default_rng([seed, index, 1]).random(len(VIEWS)) < GREY_VIEWS  # a stream of its own: the masks stay as drawn
     bare = read_rgb(file)
     height, width = bare.shape[:2]
     found = detector.find(bare)
@@ -142,8 +146,10 @@ def chips_of(job) -> list:
     truth = np.array(found[0].box)
     side, cx, cy = max(truth[2] - truth[0], truth[3] - truth[1]), (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2
     chips = []
-    for view in VIEWS:
+    for view, grey in zip(VIEWS, greys, strict=True):
         rgb = bare if view is None else draw_mask(bare, truth, found[0].landmarks, rng, view)
+        if grey:
+            rgb = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         boxes = []
         for _ in range(JITTERED):
             s = side * np.exp(rng.uniform(*np.log(JITTER_SCALE)))
