@@ -25,6 +25,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from camera_scenes import compose_camera  # noqa: E402
+
 WIDTH, HEIGHT = 384, 512
 KINDS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 FACE_WIDTH = (0.15, 0.45)  # true face box width as a fraction of the frame width
@@ -250,13 +253,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _camera(tile, box, rng):
-    from camera_scenes import compose_camera  # a module of its own: it shares nothing with compose
-
-    return compose_camera(tile, box, rng)
-
-
-STYLES = {"door": compose, "camera": _camera}
+STYLES = {"door": compose, "camera": compose_camera}
 
 
 if __name__ == "__main__":
