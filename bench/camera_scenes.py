@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from common import colour
 
 FRAMES = ((640, 480), (480, 640), (512, 512), (640, 360), (960, 540), (1280, 720), (384, 512))
 FACE_SHORT_SIDE = (0.10, 0.55)  # true face box width as a fraction of the frame's short side
 MAX_ROLL = 20.0
-
-
-def _colour(rng, low=20, high=235) -> np.ndarray:
-    return rng.uniform(low, high, 3).astype(np.float32)
 
 
 def _texture(rng, height: int, width: int) -> np.ndarray:
@@ -37,12 +34,12 @@ def _texture(rng, height: int, width: int) -> np.ndarray:
         small = rng.normal(0, 1, (cells, max(2, cells * width // height), 3)).astype(np.float32)
         field += cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) / octave
     field = (field - field.mean()) / (field.std() + 1e-6)
-    return _colour(rng, 60, 200) + field * rng.uniform(10, 45)
+    return colour(rng, 60, 200) + field * rng.uniform(10, 45)
 
 
 def _corridor(rng, height: int, width: int) -> np.ndarray:
     img = np.empty((height, width, 3), np.float32)
-    img[:] = _colour(rng, 40, 220)
+    img[:] = colour(rng, 40, 220)
     vx, vy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.55) * height
     end = rng.uniform(0.12, 0.3)
     x0, x1, y0, y1 = vx - end * width, vx + end * width, vy - end * height, vy + end * height
@@ -53,8 +50,8 @@ def _corridor(rng, height: int, width: int) -> np.ndarray:
         [(width, 0), (x1, y0), (x1, y1), (width, height)],  # right wall
     )]
     for polygon in walls:
-        cv2.fillPoly(img, [polygon.astype(np.int32)], _colour(rng, 30, 230).tolist())
-    cv2.rectangle(img, (int(x0), int(y0)), (int(x1), int(y1)), _colour(rng, 10, 160).tolist(), -1)  # the far door
+        cv2.fillPoly(img, [polygon.astype(np.int32)], colour(rng, 30, 230).tolist())
+    cv2.rectangle(img, (int(x0), int(y0)), (int(x1), int(y1)), colour(rng, 10, 160).tolist(), -1)  # the far door
     for t in np.linspace(0.15, 0.85, int(rng.integers(2, 6))):  # ceiling lights, brighter when nearer
         cx, cy = int(vx + (width / 2 - vx) * (1 - t)), int(vy * t)
         cv2.ellipse(img, (cx, cy), (int(30 * (1 - t) + 6), int(6 * (1 - t) + 2)), 0, 0, 360, (250, 250, 240), -1)
@@ -63,20 +60,20 @@ def _corridor(rng, height: int, width: int) -> np.ndarray:
 
 def _room(rng, height: int, width: int) -> np.ndarray:
     img = np.empty((height, width, 3), np.float32)
-    img[:] = _colour(rng)
+    img[:] = colour(rng)
     for _ in range(int(rng.integers(1, 4))):  # posters with lines of text
         px, py = int(rng.uniform(0, width * 0.8)), int(rng.uniform(0, height * 0.6))
         pw, ph = int(rng.uniform(0.1, 0.3) * width), int(rng.uniform(0.15, 0.35) * height)
-        cv2.rectangle(img, (px, py), (px + pw, py + ph), _colour(rng).tolist(), -1)
+        cv2.rectangle(img, (px, py), (px + pw, py + ph), colour(rng).tolist(), -1)
         for line in range(int(rng.integers(1, 5))):
             cv2.putText(img, "".join(rng.choice(list("ABCDEFGHKMNPRSTUWXYZ0123456789 "), 8)), (px + 4, py + 20 + 18 * line),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, _colour(rng, 0, 255).tolist(), 1)
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour(rng, 0, 255).tolist(), 1)
     if rng.random() < 0.6:  # a window, blown out, with blinds
         wx, wy = int(rng.uniform(0, width * 0.7)), int(rng.uniform(0, height * 0.3))
         ww, wh = int(rng.uniform(0.2, 0.4) * width), int(rng.uniform(0.2, 0.5) * height)
         cv2.rectangle(img, (wx, wy), (wx + ww, wy + wh), (252, 252, 250), -1)
         step = int(rng.integers(6, 16))
-        img[wy : wy + wh : step, wx : wx + ww] = _colour(rng, 150, 230)
+        img[wy : wy + wh : step, wx : wx + ww] = colour(rng, 150, 230)
     return img
 
 
@@ -109,7 +106,7 @@ def compose_camera(tile: np.ndarray, box, rng) -> tuple[np.ndarray, tuple]:
     cx = rng.uniform(fw / 2, width - fw / 2)
     cy = float(np.clip(rng.uniform(0.25, 0.6) * height, fh / 2, height - fh / 2))
     chin = cy + fh / 2
-    cloth = _colour(rng, 5, 250).tolist()
+    cloth = colour(rng, 5, 250).tolist()
     cv2.ellipse(img, (int(cx), int(chin + 0.9 * fh)), (int(fw * rng.uniform(1.3, 2.0)), int(0.6 * fh)), 0, 180, 360, cloth, -1)
     cv2.rectangle(img, (int(cx - fw * 1.6), int(chin + 0.9 * fh)), (int(cx + fw * 1.6), height), cloth, -1)
     rows = slice(int(np.clip(face_tile[1] + 0.4 * fh, 0, side - 2)), int(np.clip(face_tile[1] + 0.5 * fh, 1, side - 1)) + 1)

@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: where the stand-in data is, and building it when missing.
+"""Shared by the benchmarks: where the stand-in data is, building it when missing, and a random
+colour for the scenes bench/widen.py and bench/camera_scenes.py draw.
 
 The stand-in (real UTKFace faces with warped masks) comes from ../shared/standin/build.py; it is
 written outside the repository's tracked files and never committed.
@@ -31,3 +32,10 @@ def eval_column(data: Path, csv_name: str, column: str, image_ids):
 
     table = pd.read_csv(data / "eval" / csv_name, dtype={"ImageID": str, "id": str})
     return table.set_index("ImageID").loc[list(image_ids), column].to_numpy()
+
+
+def colour(rng, low=20, high=235):
+    """A random RGB colour (float32), each channel in [low, high)."""
+    import numpy as np
+
+    return rng.uniform(low, high, 3).astype(np.float32)

@@ -27,6 +27,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from camera_scenes import compose_camera  # noqa: E402
+from common import colour  # noqa: E402
 
 WIDTH, HEIGHT = 384, 512
 KINDS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
@@ -39,10 +40,6 @@ def mask_state(kind: str) -> int:
 
 def photo_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little"))
-
-
-def colour(rng, low=20, high=235) -> np.ndarray:
-    return rng.uniform(low, high, 3).astype(np.float32)
 
 
 def background(rng) -> np.ndarray:
