@@ -182,3 +182,12 @@ def test_cli_check_prints_summary(demo_root):
     assert result.returncode == 0, result.stderr
     assert "train: 30 persons, 210 photos, all decodable" in result.stdout
     assert "eval: 84 images listed, all present and decodable" in result.stdout
+
+
+def test_a_warning_is_logged_once_however_often_the_folder_is_loaded(demo_copy, caplog):
+    images = demo_copy / "train" / "images"
+    shutil.copytree(images / load_train(demo_copy).persons["path"][0], images / "000000_female_Asian_20")
+    caplog.set_level("WARNING")
+    first, second = load_train(demo_copy), load_train(demo_copy)
+    assert caplog.text.count("1 entry not in train.csv") == 1
+    assert any("not in train.csv" in w for w in first.warnings) and first.warnings == second.warnings

@@ -155,6 +155,9 @@ def _scan_person_folder(folder: Path, skipped: dict) -> dict[str, Path]:
     return photos
 
 
+_LOGGED_WARNINGS: set[str] = set()
+
+
 def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
     """Read train.csv and the person folders; validate everything but image decoding (see `check`)."""
     train_dir = train_folder(Path(root))
@@ -196,7 +199,10 @@ def load_train(root, age_cuts=DEFAULT_AGE_CUTS, label_fixes=None) -> TrainData:
         apply_label_fixes(data, label_fixes, age_cuts)
     relabel(data)
     for line in warnings:
-        log.warning(line)
+        if line not in _LOGGED_WARNINGS:
+            # a fit loads the same folder once per member: say each thing once, `data.warnings` keeps them all
+            _LOGGED_WARNINGS.add(line)
+            log.warning(line)
     return data
 
 
