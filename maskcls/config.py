@@ -29,7 +29,7 @@ from .models.heads import HEAD_LAYOUTS
 from .optim import OPTIMIZERS
 from .scheduler import SCHEDULERS
 
-AugmentPreset = Literal["none", "light", "medium", "strong"]
+AugmentPreset = Literal["none", "light", "medium", "strong", "camera"]
 Crop = Literal["auto", "none", "mtcnn"]
 CropAlign = Literal[CROP_ALIGNS]
 CropCascade = Literal[CASCADES]

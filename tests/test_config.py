@@ -1,6 +1,7 @@
 """The typed config: every setting checked once, with one line naming the key."""
 from typing import get_args
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -108,6 +109,26 @@ def test_every_augment_choice_is_a_preset():
     pre = Preprocess(48, 48, (0.5,) * 3, (0.5,) * 3)
     for preset in get_args(AugmentPreset):
         train_transform(pre, preset)
+
+
+def test_the_camera_preset_sends_some_faces_grey_and_some_soft():
+    pre = Preprocess(64, 64, (0.5,) * 3, (0.5,) * 3)
+    yy, xx = np.mgrid[0:64, 0:64]
+    colourful = np.stack([xx * 4, yy * 4, 255 - xx * 2], -1).astype(np.uint8)
+    detailed = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+    def sharpness(image):
+        return float(np.abs(np.diff(image.astype(np.float32), axis=1)).mean())
+
+    def is_grey(image):
+        return np.ptp(image, axis=2).max() == 0
+
+    for preset, grey_range, soft_range in (("medium", (0, 0), (0, 0.02)), ("camera", (0.1, 0.35), (0.1, 0.6))):
+        transform = train_transform(pre, preset)
+        transform.set_random_seed(0)
+        grey = np.mean([is_grey(transform(image=colourful)["image"]) for _ in range(300)])
+        soft = np.mean([sharpness(transform(image=detailed)["image"]) < 0.25 * sharpness(detailed) for _ in range(300)])
+        assert grey_range[0] <= grey <= grey_range[1] and soft_range[0] <= soft <= soft_range[1], (preset, grey, soft)
 
 
 def test_configs_round_trip_through_their_dict():

@@ -119,7 +119,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     (("train.batch_size=100000",), r"train.batch_size=100000 is larger than the \d+ training photos; lower it"),
     (("train.optimizer=lbfgs",), r"train.optimizer='lbfgs': choose one of sgd, adam, adamw"),
     (("train.scheduler=onecycle",), r"train.scheduler='onecycle': choose one of"),
-    (("augment.preset=wild",), r"augment.preset='wild': choose one of none, light, medium, strong"),
+    (("augment.preset=wild",), r"augment.preset='wild': choose one of none, light, medium, strong, camera"),
     (("tracking=[wandb]",), r"tracking includes 'wandb' but it is not installed"),
     (("train.sampler=weighted",), r"train.sampler='weighted': choose one of random, balanced"),
     (("train.mix=mosaic",), r"train.mix='mosaic': choose one of none, mixup, cutmix, vcutmix"),

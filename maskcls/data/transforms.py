@@ -85,13 +85,26 @@ def _augmentations(preset: str, pre: Preprocess) -> list:
     size = (pre.height, pre.width)
     light = [A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(0.15, 0.15, p=0.5)]
     geometric = A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10), p=0.7)
+    medium = light + [
+        geometric,
+        A.ColorJitter(0.2, 0.2, 0.2, 0.03, p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), p=0.3),
+    ]
     presets = {
         "none": [],
         "light": light,
-        "medium": light + [
-            geometric,
-            A.ColorJitter(0.2, 0.2, 0.2, 0.03, p=0.5),
-            A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), p=0.3),
+        "medium": medium,
+        # What a door or corridor camera does to a face that a phone photo does not: infrared
+        # frames without colour, a small face read from few sensor pixels, motion and focus blur,
+        # sensor noise and a hard-compressed stream. The crop is what is distorted, since that is
+        # all the model sees; distortions before the crop land on it the same way.
+        "camera": medium + [
+            A.Downscale(scale_range=(0.3, 0.8), p=0.3),
+            A.OneOf([A.MotionBlur(blur_limit=(3, 7)), A.GaussianBlur(blur_limit=(3, 5))], p=0.25),
+            A.GaussNoise(std_range=(0.02, 0.08), p=0.25),
+            A.RandomGamma((70, 150), p=0.3),
+            A.ToGray(p=0.2),  # after the noise: an infrared sensor's noise has no colour either
+            A.ImageCompression(quality_range=(30, 90), p=0.3),
         ],
         "strong": light + [
             A.RandomResizedCrop(size=size, scale=(0.7, 1.0), ratio=(0.85, 1.15), p=0.7),
