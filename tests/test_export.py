@@ -54,6 +54,26 @@ def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_ro
         ServedModel.load(run, int8=True)
 
 
+def test_the_graph_runs_its_tta_views_as_one_batch_with_the_predictions_answer(cropped_run, wide_root):
+    import torch
+
+    from maskcls.checkpoint import checkpoints_of, load_model
+    from maskcls.data.dataset import PhotoDataset
+    from maskcls.infer.runtime import predict_probs
+    from maskcls.serve.export import ProbsGraph, source_recipe
+
+    run = source_recipe(cropped_run).trained_runs()[0]
+    model, pre, _ = load_model(checkpoints_of(run)[0], torch.device("cpu"))
+    files = sorted((wide_root / "eval" / "images").iterdir())[:3]
+    expected = predict_probs(model, pre, files, tta="hflip", num_workers=0, amp="none", progress=False)
+    dataset = PhotoDataset(files, None, pre)
+    with torch.no_grad():
+        served = ProbsGraph(model, "hflip").eval()(torch.stack([dataset[i][0] for i in range(len(files))])).numpy()
+    assert served.shape == expected.shape == (3, 18)
+    assert np.allclose(served, expected, atol=1e-5)
+    assert not np.allclose(expected[0], expected[1], atol=1e-3)  # the photos differ, so rows cannot be mixed up unseen
+
+
 def test_an_exported_model_brings_its_tuned_onet_to_a_machine_that_lacks_it(exported, wide_root, tmp_path, monkeypatch):
     digest = json.loads((exported / "model.json").read_text())["members"][0]["graphs"][0]["preprocess"]["detector"]["onet"]
     assert digest is not None and (exported / f"onet-{digest}.safetensors").is_file()
