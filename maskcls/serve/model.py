@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -71,6 +72,9 @@ def torch_graph(checkpoint: Path, tta: str) -> Graph:
 class ServedModel:
     def __init__(self, members: list[list[Graph]], vote: Vote, info: dict, onet_folders=()):
         self.members, self.vote, self.info = members, vote, info
+        # A photo's resizes and crops are small, and OpenCV's pool threads keep spinning after each
+        # one, taking the cores that the detector's and classifier's next layers wait for.
+        cv2.setNumThreads(1)
         detectors = {graph.pre.detector for graphs in members for graph in graphs}
         if len(detectors) != 1:
             raise MaskclsError("the members were trained with different face detector settings; serve them separately")
