@@ -31,6 +31,14 @@ from .export import MODEL_FORMAT, ProbsGraph, source_recipe
 DETECT_THREADS = 4
 
 
+def serving_threads() -> None:
+    """OpenCV single-threaded in this process, as `maskcls serve` runs. A photo's resizes and crops
+    are small, and OpenCV's pool threads keep spinning after each one, taking the cores that the
+    detector's and classifier's next layers wait for. It is the serving process's own choice, not
+    done on load: in a process forked from one whose OpenCV pool ran, setNumThreads waits forever."""
+    cv2.setNumThreads(1)
+
+
 class Graph:
     """One exported graph or checkpoint: its preprocessing and a function from crops to probabilities."""
 
@@ -72,9 +80,6 @@ def torch_graph(checkpoint: Path, tta: str) -> Graph:
 class ServedModel:
     def __init__(self, members: list[list[Graph]], vote: Vote, info: dict, onet_folders=()):
         self.members, self.vote, self.info = members, vote, info
-        # A photo's resizes and crops are small, and OpenCV's pool threads keep spinning after each
-        # one, taking the cores that the detector's and classifier's next layers wait for.
-        cv2.setNumThreads(1)
         detectors = {graph.pre.detector for graphs in members for graph in graphs}
         if len(detectors) != 1:
             raise MaskclsError("the members were trained with different face detector settings; serve them separately")
