@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from maskcls.serve.app import decode_photo
-from maskcls.serve.model import ServedModel, serving_threads
+from maskcls.serve.model import ServedModel
 
 TARGET_REQUEST_MS = 30.0
 TARGET_CLASSIFY_PER_FACE_MS = 5.0
@@ -168,7 +168,6 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=40, help="photos timed per model")
     parser.add_argument("--requests", type=int, default=200, help="requests sent to the service by the 8 clients")
     args = parser.parse_args()
-    serving_threads()  # timed in-process as `maskcls serve` runs the model
     if args.make:
         args.data, args.fit, args.onnx = make(args.make)
         args.int8 = args.int8 or args.onnx

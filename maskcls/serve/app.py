@@ -266,8 +266,5 @@ def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
 
 def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, int8: bool | None = None) -> None:
     """Load the model, then answer on http://HOST:PORT/ until interrupted (port 0: any free one, printed)."""
-    from .model import serving_threads
-
-    serving_threads()
     server, sock = prepare(model_dir, host, port, max_upload_mb, int8=int8)
     server.run(sockets=[sock])

@@ -14,7 +14,6 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -29,14 +28,6 @@ from .export import MODEL_FORMAT, ProbsGraph, source_recipe
 
 # A cap on the threads of one photo's detection: MTCNN's networks are too small to share among many cores.
 DETECT_THREADS = 4
-
-
-def serving_threads() -> None:
-    """OpenCV single-threaded in this process, as `maskcls serve` runs. A photo's resizes and crops
-    are small, and OpenCV's pool threads keep spinning after each one, taking the cores that the
-    detector's and classifier's next layers wait for. It is the serving process's own choice, not
-    done on load: in a process forked from one whose OpenCV pool ran, setNumThreads waits forever."""
-    cv2.setNumThreads(1)
 
 
 class Graph:
