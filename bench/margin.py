@@ -74,10 +74,31 @@ def main() -> None:
         print(f"margin {margin}: holdout macro-F1 {result['best_macro_f1']:.4f} at epoch {result['best_epoch'] + 1} "
               f"({time.time() - started:.0f} s, run {result['run_dir']})", flush=True)
     best = max(results, key=lambda m: results[m]["best_macro_f1"])
-    print(f"\n== bench/margin.py --config {args.config} on {args.data} (person holdout of train)")
+    gaps = holdout_gaps({margin: Path(result["run_dir"]) for margin, result in results.items()}, best)
+    print(f"\n== bench/margin.py --config {args.config} on {args.data} (person holdout of train; gap to the best, "
+          "5-95 % of a paired bootstrap over the holdout's persons)")
     for margin, result in results.items():
-        print(f"  margin {margin:.2f}: {result['best_macro_f1']:.4f}{'  <- best' if margin == best else ''}")
+        gap, low, high = gaps[margin]
+        print(f"  margin {margin:.2f}: {result['best_macro_f1']:.4f}"
+              + ("  <- best" if margin == best else f"  gap {gap:+.4f} [{low:+.4f}, {high:+.4f}]"))
     print(f"use preprocess.crop_margin={best}")
+
+
+def holdout_gaps(run_dirs: dict, reference) -> dict:
+    """Each run's gap to `reference` on their shared holdout, with its bootstrap interval."""
+    import numpy as np
+    import pandas as pd
+
+    from maskcls.metrics import paired_person_bootstrap
+
+    tables = {key: pd.read_csv(run_dir / "val_images.csv") for key, run_dir in run_dirs.items()}
+    first = tables[reference]
+    for key, table in tables.items():
+        if not table["file"].equals(first["file"]):
+            raise SystemExit(f"bench/margin.py: {run_dirs[key]} validated on other photos than {run_dirs[reference]}; "
+                             "give every run the same data and split")
+    predictions = {key: np.load(run_dir / "val_probs.npy").argmax(1) for key, run_dir in run_dirs.items()}
+    return paired_person_bootstrap(first["label"], predictions, first["path"], reference)
 
 
 if __name__ == "__main__":

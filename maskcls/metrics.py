@@ -2,6 +2,7 @@
 
 `macro_f1` is the metric itself (sklearn's); `batch_macro_f1` scores many candidate labelings at
 once with the same counts, for the searches over weights and offsets, and is tested against it.
+`paired_person_bootstrap` says how far a gap between two runs on the same holdout can be trusted.
 """
 from __future__ import annotations
 
@@ -55,3 +56,28 @@ def batch_macro_f1(y_true, predictions, num_classes: int = NUM_CLASSES) -> np.nd
     denominator = predicted + np.bincount(y_true, minlength=num_classes)
     f1 = np.divide(2.0 * true_positive, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
     return f1.mean(axis=1)
+
+
+def paired_person_bootstrap(y_true, predictions: dict, persons, reference: str, n_resamples: int = 1000,
+                            seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Each run's macro-F1 gap to `reference` on the same photos: (gap, 5th, 95th percentile).
+
+    The holdout's persons are drawn with replacement, all of a person's photos together, as a
+    person's seven photos are not independent; every run is scored on the same draw, so what the
+    runs share (which persons are hard) cancels and only their difference is left to chance.
+    """
+    y_true, persons = np.asarray(y_true), np.asarray(persons)
+    names = list(predictions)
+    stacked = np.stack([np.asarray(predictions[name]) for name in names])
+    _, person_index = np.unique(persons, return_inverse=True)
+    rows_of = [np.flatnonzero(person_index == i) for i in range(person_index.max() + 1)]
+    rng = np.random.default_rng(seed)
+    gaps = np.empty((n_resamples, len(names)))
+    for draw in range(n_resamples):
+        rows = np.concatenate([rows_of[i] for i in rng.integers(0, len(rows_of), len(rows_of))])
+        f1 = batch_macro_f1(y_true[rows], stacked[:, rows])
+        gaps[draw] = f1 - f1[names.index(reference)]
+    full = batch_macro_f1(y_true, stacked)
+    full = full - full[names.index(reference)]
+    low, high = np.percentile(gaps, [5, 95], axis=0)
+    return {name: (float(full[i]), float(low[i]), float(high[i])) for i, name in enumerate(names)}

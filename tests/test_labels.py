@@ -32,3 +32,23 @@ def test_macro_f1_counts_absent_labels_as_zero():
     assert macro_f1([0, 1], [0, 1]) == pytest.approx(2 / 18)
     scores = head_scores([0, 17], [0, 17])
     assert scores["mask_f1"] == pytest.approx(2 / 3) and scores["gender_acc"] == 1.0
+
+
+def test_paired_person_bootstrap_gap_and_interval():
+    from maskcls.metrics import paired_person_bootstrap
+
+    rng = np.random.default_rng(0)
+    persons = np.repeat(np.arange(120), 7)
+    y = rng.integers(0, 18, len(persons))
+    noisy = np.where(rng.random(len(y)) < 0.5, y, rng.integers(0, 18, len(y)))
+    a_little_different = noisy.copy()
+    flip = rng.choice(len(y), 10, replace=False)
+    a_little_different[flip] = rng.integers(0, 18, 10)
+    gaps = paired_person_bootstrap(y, {"noisy": noisy, "perfect": y, "other": a_little_different}, persons, "noisy", 300)
+    assert gaps["noisy"] == (0.0, 0.0, 0.0)
+    gap, low, high = gaps["perfect"]
+    assert gap == pytest.approx(macro_f1(y, y) - macro_f1(y, noisy))
+    assert 0 < low <= gap <= high
+    gap, low, high = gaps["other"]
+    assert gap == pytest.approx(macro_f1(y, a_little_different) - macro_f1(y, noisy))
+    assert low < gap < high and high - low < 0.05
