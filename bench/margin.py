@@ -13,12 +13,16 @@ the first margin pays for them.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from maskcls.config import load_config
-from maskcls.faces import CROP_ALIGNS
-from maskcls.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from holdout_gap import holdout_gaps  # noqa: E402
+
+from maskcls.config import load_config  # noqa: E402
+from maskcls.faces import CROP_ALIGNS  # noqa: E402
+from maskcls.train import train  # noqa: E402
 
 
 def face_network_scores(data: Path, persons: int, margins) -> None:
@@ -82,23 +86,6 @@ def main() -> None:
         print(f"  margin {margin:.2f}: {result['best_macro_f1']:.4f}"
               + ("  <- best" if margin == best else f"  gap {gap:+.4f} [{low:+.4f}, {high:+.4f}]"))
     print(f"use preprocess.crop_margin={best}")
-
-
-def holdout_gaps(run_dirs: dict, reference) -> dict:
-    """Each run's gap to `reference` on their shared holdout, with its bootstrap interval."""
-    import numpy as np
-    import pandas as pd
-
-    from maskcls.metrics import paired_person_bootstrap
-
-    tables = {key: pd.read_csv(run_dir / "val_images.csv") for key, run_dir in run_dirs.items()}
-    first = tables[reference]
-    for key, table in tables.items():
-        if not table["file"].equals(first["file"]):
-            raise SystemExit(f"bench/margin.py: {run_dirs[key]} validated on other photos than {run_dirs[reference]}; "
-                             "give every run the same data and split")
-    predictions = {key: np.load(run_dir / "val_probs.npy").argmax(1) for key, run_dir in run_dirs.items()}
-    return paired_person_bootstrap(first["label"], predictions, first["path"], reference)
 
 
 if __name__ == "__main__":

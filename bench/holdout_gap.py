@@ -1,0 +1,59 @@
+"""How far apart two or more runs really are on the person holdout they share (train data only).
+
+    .venv/bin/python bench/holdout_gap.py RUN_DIR RUN_DIR [RUN_DIR ...]
+
+Each run's best-epoch macro-F1 on its validation photos (val_probs.npy, val_images.csv) and its
+gap to the first run, with the 5-95 % interval of a paired bootstrap over the holdout's persons.
+Runs are matched photo by photo on (person folder, photo name), so a run on tight faces and one
+on the same persons' wide scenes compare, as long as they held out the same persons.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from maskcls.metrics import macro_f1, paired_person_bootstrap
+
+
+def holdout_gaps(run_dirs: dict, reference) -> dict:
+    """{key: (gap, low, high)} of each run in `run_dirs` ({key: run folder}) against `reference`."""
+    tables, predictions = {}, {}
+    for key, run_dir in run_dirs.items():
+        if not (run_dir / "val_images.csv").exists() or not (run_dir / "val_probs.npy").exists():
+            raise SystemExit(f"bench/holdout_gap.py: {run_dir} has no val_images.csv and val_probs.npy; "
+                             "give a finished run that held out validation persons")
+        table = pd.read_csv(run_dir / "val_images.csv").set_index(["path", "photo"])
+        tables[key] = table
+        predictions[key] = pd.Series(np.load(run_dir / "val_probs.npy").argmax(1), index=table.index)
+    first = tables[reference]
+    for key, table in tables.items():
+        if not table.index.sort_values().equals(first.index.sort_values()):
+            raise SystemExit(f"bench/holdout_gap.py: {run_dirs[key]} validated on other photos than "
+                             f"{run_dirs[reference]}; give the runs the same persons and split seed")
+    aligned = {key: predictions[key].loc[first.index].to_numpy() for key in run_dirs}
+    return paired_person_bootstrap(first["label"], aligned, first.index.get_level_values("path"), reference)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+")
+    args = parser.parse_args()
+    if len(args.runs) < 2:
+        parser.error("give at least two runs")
+    run_dirs = {str(run): run for run in args.runs}
+    reference = str(args.runs[0])
+    gaps = holdout_gaps(run_dirs, reference)
+    labels = pd.read_csv(args.runs[0] / "val_images.csv")["label"]
+    print(f"== bench/holdout_gap.py: {len(labels)} holdout photos; gap to {reference}, "
+          "5-95 % of a paired bootstrap over persons")
+    for key, run_dir in run_dirs.items():
+        f1 = macro_f1(pd.read_csv(run_dir / "val_images.csv")["label"], np.load(run_dir / "val_probs.npy").argmax(1))
+        gap, low, high = gaps[key]
+        print(f"  {key}: {f1:.4f}" + ("" if key == reference else f"  gap {gap:+.4f} [{low:+.4f}, {high:+.4f}]"))
+
+
+if __name__ == "__main__":
+    main()
