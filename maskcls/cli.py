@@ -50,7 +50,7 @@ def cmd_export(args):
     refuse_filled_folder(args.out, args.force)  # before the export's imports: a kept model is refused at once
     from .serve.export import export_model
 
-    spec = export_model(args.source, args.out, args.data, args.int8, args.force, progress=not args.quiet)
+    spec = export_model(args.source, args.out, args.data, args.int8, args.force, progress=not args.quiet, tta=args.tta)
     for check in spec["parity"]:
         int8 = f"; int8: max |diff| {check['max_abs_diff_int8']:.3g}, argmax agreement {check['argmax_agreement_int8']:.3f}" if args.int8 else ""
         print(f"{check['graph']}: ONNX Runtime matches PyTorch on {check['photos']} photos (max |diff| {check['max_abs_diff_fp32']:.2e}){int8}")
@@ -333,6 +333,8 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--format", choices=["onnx"], default="onnx")
     command.add_argument("--int8", action="store_true", help="also write int8 graphs, calibrated on train photos from --data")
     command.add_argument("--data", help="data set whose photos check the graphs (and calibrate int8)")
+    command.add_argument("--tta", choices=["none", "hflip", "multiscale"],
+                         help="the views each graph averages (default: the recipe's); none classifies a face in one pass")
     command.add_argument("--force", action="store_true", help="replace an existing model folder")
 
     command = add_command(sub, "serve", cmd_serve, "a web service and page over an exported model (or a fit folder)")

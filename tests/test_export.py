@@ -74,6 +74,29 @@ def test_the_graph_runs_its_tta_views_as_one_batch_with_the_predictions_answer(c
     assert not np.allclose(expected[0], expected[1], atol=1e-3)  # the photos differ, so rows cannot be mixed up unseen
 
 
+def test_export_can_hold_other_views_than_the_recipes(cropped_run, wide_root, tmp_path):
+    import torch
+
+    from maskcls.checkpoint import checkpoints_of, load_model
+    from maskcls.data.dataset import PhotoDataset
+    from maskcls.infer.runtime import predict_probs
+    from maskcls.serve.export import run_graph, source_recipe
+
+    assert source_recipe(cropped_run).tta == "hflip"  # so one view is a change
+    spec = export_model(cropped_run, tmp_path / "model", wide_root, tta="none", progress=False)
+    assert spec["recipe"]["tta"] == "none"
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["recipe"]["tta"] == "none"
+    model, pre, _ = load_model(checkpoints_of(source_recipe(cropped_run).trained_runs()[0])[0], torch.device("cpu"))
+    files = sorted((wide_root / "eval" / "images").iterdir())[:3]
+    crops = torch.stack([PhotoDataset(files, None, pre)[i][0] for i in range(len(files))]).numpy()
+    served = run_graph(tmp_path / "model" / spec["members"][0]["graphs"][0]["file"], crops)
+    flipped = predict_probs(model, pre, files, tta="hflip", num_workers=0, amp="none", progress=False)
+    single = predict_probs(model, pre, files, tta="none", num_workers=0, amp="none", progress=False)
+    assert np.allclose(served, single, atol=1e-4) and not np.allclose(served, flipped, atol=1e-4)
+    with pytest.raises(MaskclsError, match="tta='sideways': choose one of none, hflip, multiscale"):
+        export_model(cropped_run, tmp_path / "other", tta="sideways")
+
+
 def test_an_exported_model_brings_its_tuned_onet_to_a_machine_that_lacks_it(exported, wide_root, tmp_path, monkeypatch):
     digest = json.loads((exported / "model.json").read_text())["members"][0]["graphs"][0]["preprocess"]["detector"]["onet"]
     assert digest is not None and (exported / f"onet-{digest}.safetensors").is_file()

@@ -1,7 +1,8 @@
 """`maskcls export`: a fit, ensemble or run folder as ONNX graphs plus a model.json.
 
 Each checkpoint becomes one graph from a normalised (N,3,H,W) face crop to (N,18) class
-probabilities, with the recipe's TTA inside it. model.json holds everything else a serving
+probabilities, with the recipe's TTA inside it (or the views `tta` names: one view classifies a
+face in about half the time of two). model.json holds everything else a serving
 process needs: each graph's preprocessing and face-crop settings, the vote and the label names.
 Every graph is checked against PyTorch on real photos before the folder is written; int8 graphs
 are quantised statically on train photos and their agreement with fp32 is reported.
@@ -26,7 +27,7 @@ from ..errors import MaskclsError
 from ..faces.onet import carry_onet
 from ..fileio import atomic_write_text, folder_written_whole, refuse_filled_folder, refuse_replacing_inputs
 from ..infer import load_recipe, recipe_of_runs
-from ..infer.runtime import tta_views
+from ..infer.runtime import TTA_PRESETS, tta_views
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
 from ..models.heads import class_probs
 
@@ -61,10 +62,15 @@ def source_recipe(source):
     return recipe_of_runs([source], name=source.name)
 
 
-def export_model(source, out, data=None, int8: bool = False, force: bool = False, progress: bool = True) -> dict:
+def export_model(source, out, data=None, int8: bool = False, force: bool = False, progress: bool = True,
+                 tta: str | None = None) -> dict:
     """Export every checkpoint of `source` into `out`; `data` (a data set with train/ or eval/)
-    gives the photos for the parity check and the int8 calibration. Returns model.json's dict."""
+    gives the photos for the parity check and the int8 calibration; `tta` replaces the recipe's
+    views in the graphs. Returns model.json's dict."""
+    if tta is not None and tta not in TTA_PRESETS:
+        raise MaskclsError(f"tta={tta!r}: choose one of {', '.join(TTA_PRESETS)}")
     recipe = source_recipe(source)
+    tta = recipe.tta if tta is None else tta
     checkpoints = [checkpoints_of(run) for run in recipe.trained_runs()]
     out = Path(out)
     refuse_filled_folder(out, force)
@@ -76,11 +82,11 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
         for member, paths in zip(recipe.members, checkpoints, strict=True):
             graphs = []
             for index, path in enumerate(paths):
-                graph, report = export_checkpoint(path, staging, f"{member.name}-{index}", recipe.tta, data, int8)
+                graph, report = export_checkpoint(path, staging, f"{member.name}-{index}", tta, data, int8)
                 graphs.append(graph)
                 parity.append({"graph": graph["file"], **report})
             members.append({"name": member.name, "graphs": graphs})
-        spec = model_spec(recipe, members, parity, int8, staging)
+        spec = model_spec(recipe, tta, members, parity, int8, staging)
         atomic_write_text(staging / "model.json", json.dumps(spec, indent=2) + "\n", what="model description")
     return spec
 
@@ -238,13 +244,13 @@ def nodes_reading_non_finite_constants(model) -> list[str]:
     return [n.name for n in model.graph.node if non_finite.intersection(n.input)]
 
 
-def model_spec(recipe, members: list[dict], parity: list[dict], int8: bool, folder: Path) -> dict:
+def model_spec(recipe, tta: str, members: list[dict], parity: list[dict], int8: bool, folder: Path) -> dict:
     digest = hashlib.sha256()
     for file in sorted(folder.glob("*.onnx")):
         digest.update(file.read_bytes())
     return {
         "format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": digest.hexdigest()[:16],
-        "recipe": {"name": recipe.name, "description": recipe.description, "tta": recipe.tta},
+        "recipe": {"name": recipe.name, "description": recipe.description, "tta": tta},  # the views the graphs hold
         "members": members, "vote": recipe.vote.to_dict(), "int8": int8, "parity": parity,
         "labels": {"classes": [class_name(c) for c in range(NUM_CLASSES)], "mask": list(MASK_NAMES),
                    "gender": list(GENDER_NAMES), "age": list(AGE_NAMES)},
