@@ -1,9 +1,10 @@
 """How far apart two or more runs really are on the person holdout they share (train data only).
 
-    .venv/bin/python bench/holdout_gap.py RUN_DIR RUN_DIR [RUN_DIR ...]
+    .venv/bin/python bench/holdout_gap.py RUN_OR_CV_DIR RUN_OR_CV_DIR [...]
 
-Each run's best-epoch macro-F1 on its validation photos (val_probs.npy, val_images.csv) and its
-gap to the first run, with the 5-95 % interval of a paired bootstrap over the holdout's persons.
+Each run's best-epoch macro-F1 on its validation photos (val_probs.npy, val_images.csv), or a CV
+folder's on its out-of-fold photos (oof_probs.npy, oof_images.csv: every person once), and its
+gap to the first, with the 5-95 % interval of a paired bootstrap over the holdout's persons.
 Runs are matched photo by photo on (person folder, photo name), so a run on tight faces and one
 on the same persons' wide scenes compare, as long as they held out the same persons.
 """
@@ -18,16 +19,23 @@ import pandas as pd
 from maskcls.metrics import macro_f1, paired_person_bootstrap
 
 
+def held_out(run_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The photos a run or CV folder was scored on, and its probabilities for them."""
+    for table, probs in (("oof_images.csv", "oof_probs.npy"), ("val_images.csv", "val_probs.npy")):
+        if (run_dir / table).exists() and (run_dir / probs).exists():
+            return pd.read_csv(run_dir / table), np.load(run_dir / probs)
+    raise SystemExit(f"bench/holdout_gap.py: {run_dir} has neither val_images.csv + val_probs.npy nor oof_images.csv + "
+                     "oof_probs.npy; give a finished run that held out persons, or a finished CV folder")
+
+
 def holdout_gaps(run_dirs: dict, reference) -> dict:
-    """{key: (gap, low, high)} of each run in `run_dirs` ({key: run folder}) against `reference`."""
+    """{key: (gap, low, high)} of each run in `run_dirs` ({key: run or CV folder}) against `reference`."""
     tables, predictions = {}, {}
     for key, run_dir in run_dirs.items():
-        if not (run_dir / "val_images.csv").exists() or not (run_dir / "val_probs.npy").exists():
-            raise SystemExit(f"bench/holdout_gap.py: {run_dir} has no val_images.csv and val_probs.npy; "
-                             "give a finished run that held out validation persons")
-        table = pd.read_csv(run_dir / "val_images.csv").set_index(["path", "photo"])
+        table, probs = held_out(run_dir)
+        table = table.set_index(["path", "photo"])
         tables[key] = table
-        predictions[key] = pd.Series(np.load(run_dir / "val_probs.npy").argmax(1), index=table.index)
+        predictions[key] = pd.Series(probs.argmax(1), index=table.index)
     first = tables[reference]
     for key, table in tables.items():
         if not table.index.sort_values().equals(first.index.sort_values()):
@@ -46,11 +54,11 @@ def main() -> None:
     run_dirs = {str(run): run for run in args.runs}
     reference = str(args.runs[0])
     gaps = holdout_gaps(run_dirs, reference)
-    labels = pd.read_csv(args.runs[0] / "val_images.csv")["label"]
-    print(f"== bench/holdout_gap.py: {len(labels)} holdout photos; gap to {reference}, "
+    print(f"== bench/holdout_gap.py: {len(held_out(args.runs[0])[0])} holdout photos; gap to {reference}, "
           "5-95 % of a paired bootstrap over persons")
     for key, run_dir in run_dirs.items():
-        f1 = macro_f1(pd.read_csv(run_dir / "val_images.csv")["label"], np.load(run_dir / "val_probs.npy").argmax(1))
+        table, probs = held_out(run_dir)
+        f1 = macro_f1(table["label"], probs.argmax(1))
         gap, low, high = gaps[key]
         print(f"  {key}: {f1:.4f}" + ("" if key == reference else f"  gap {gap:+.4f} [{low:+.4f}, {high:+.4f}]"))
 
