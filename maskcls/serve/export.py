@@ -1,8 +1,8 @@
 """`maskcls export`: a fit, ensemble or run folder as ONNX graphs plus a model.json.
 
 Each checkpoint becomes one graph from a normalised (N,3,H,W) face crop to (N,18) class
-probabilities, with the recipe's TTA inside it (or the views `tta` names: one view classifies a
-face in about half the time of two). model.json holds everything else a serving
+probabilities, with the recipe's TTA inside it (or the views `tta` names, since a service that
+must answer quickly may take one view and one pass of the network). model.json holds everything else a serving
 process needs: each graph's preprocessing and face-crop settings, the vote and the label names.
 Every graph is checked against PyTorch on real photos before the folder is written; int8 graphs
 are quantised statically on train photos and their agreement with fp32 is reported.
