@@ -29,7 +29,8 @@ def held_out(run_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def holdout_gaps(run_dirs: dict, reference) -> dict:
-    """{key: (gap, low, high)} of each run in `run_dirs` ({key: run or CV folder}) against `reference`."""
+    """{key: (macro-F1, gap, low, high)} of each run in `run_dirs` ({key: run or CV folder}), the
+    gap and its interval against `reference`."""
     tables, predictions = {}, {}
     for key, run_dir in run_dirs.items():
         table, probs = held_out(run_dir)
@@ -42,7 +43,8 @@ def holdout_gaps(run_dirs: dict, reference) -> dict:
             raise SystemExit(f"bench/holdout_gap.py: {run_dirs[key]} validated on other photos than "
                              f"{run_dirs[reference]}; give the runs the same persons and split seed")
     aligned = {key: predictions[key].loc[first.index].to_numpy() for key in run_dirs}
-    return paired_person_bootstrap(first["label"], aligned, first.index.get_level_values("path"), reference)
+    gaps = paired_person_bootstrap(first["label"], aligned, first.index.get_level_values("path"), reference)
+    return {key: (macro_f1(first["label"], aligned[key]), *gaps[key]) for key in run_dirs}
 
 
 def main() -> None:
@@ -53,13 +55,9 @@ def main() -> None:
         parser.error("give at least two runs")
     run_dirs = {str(run): run for run in args.runs}
     reference = str(args.runs[0])
-    gaps = holdout_gaps(run_dirs, reference)
-    print(f"== bench/holdout_gap.py: {len(held_out(args.runs[0])[0])} holdout photos; gap to {reference}, "
-          "5-95 % of a paired bootstrap over persons")
-    for key, run_dir in run_dirs.items():
-        table, probs = held_out(run_dir)
-        f1 = macro_f1(table["label"], probs.argmax(1))
-        gap, low, high = gaps[key]
+    scores = holdout_gaps(run_dirs, reference)
+    print(f"== bench/holdout_gap.py: gap to {reference} on the photos it held out, 5-95 % of a paired bootstrap over persons")
+    for key, (f1, gap, low, high) in scores.items():
         print(f"  {key}: {f1:.4f}" + ("" if key == reference else f"  gap {gap:+.4f} [{low:+.4f}, {high:+.4f}]"))
 
 

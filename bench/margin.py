@@ -82,7 +82,7 @@ def main() -> None:
     print(f"\n== bench/margin.py --config {args.config} on {args.data} (person holdout of train; gap to the best, "
           "5-95 % of a paired bootstrap over the holdout's persons)")
     for margin, result in results.items():
-        gap, low, high = gaps[margin]
+        _, gap, low, high = gaps[margin]
         print(f"  margin {margin:.2f}: {result['best_macro_f1']:.4f}"
               + ("  <- best" if margin == best else f"  gap {gap:+.4f} [{low:+.4f}, {high:+.4f}]"))
     print(f"use preprocess.crop_margin={best}")
