@@ -69,15 +69,16 @@ def paired_person_bootstrap(y_true, predictions: dict, persons, reference: str, 
     y_true, persons = np.asarray(y_true), np.asarray(persons)
     names = list(predictions)
     stacked = np.stack([np.asarray(predictions[name]) for name in names])
+    base = names.index(reference)
     _, person_index = np.unique(persons, return_inverse=True)
-    rows_of = [np.flatnonzero(person_index == i) for i in range(person_index.max() + 1)]
+    rows_of = np.split(np.argsort(person_index, kind="stable"), np.cumsum(np.bincount(person_index))[:-1])
     rng = np.random.default_rng(seed)
     gaps = np.empty((n_resamples, len(names)))
     for draw in range(n_resamples):
         rows = np.concatenate([rows_of[i] for i in rng.integers(0, len(rows_of), len(rows_of))])
         f1 = batch_macro_f1(y_true[rows], stacked[:, rows])
-        gaps[draw] = f1 - f1[names.index(reference)]
+        gaps[draw] = f1 - f1[base]
     full = batch_macro_f1(y_true, stacked)
-    full = full - full[names.index(reference)]
+    full = full - full[base]
     low, high = np.percentile(gaps, [5, 95], axis=0)
     return {name: (float(full[i]), float(low[i]), float(high[i])) for i, name in enumerate(names)}

@@ -88,7 +88,8 @@ def test_export_can_hold_other_views_than_the_recipes(cropped_run, wide_root, tm
     assert json.loads((tmp_path / "model" / "model.json").read_text())["recipe"]["tta"] == "none"
     model, pre, _ = load_model(checkpoints_of(source_recipe(cropped_run).trained_runs()[0])[0], torch.device("cpu"))
     files = sorted((wide_root / "eval" / "images").iterdir())[:3]
-    crops = torch.stack([PhotoDataset(files, None, pre)[i][0] for i in range(len(files))]).numpy()
+    dataset = PhotoDataset(files, None, pre)
+    crops = torch.stack([dataset[i][0] for i in range(len(files))]).numpy()
     served = run_graph(tmp_path / "model" / spec["members"][0]["graphs"][0]["file"], crops)
     flipped = predict_probs(model, pre, files, tta="hflip", num_workers=0, amp="none", progress=False)
     single = predict_probs(model, pre, files, tta="none", num_workers=0, amp="none", progress=False)
