@@ -18,6 +18,9 @@ from pathlib import Path
 from .errors import MaskclsError
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+# maskcls.infer.runtime.TTA_PRESETS, repeated so that the CLI answers --help without importing torch
+# (tests/test_cli.py checks the two agree).
+TTA_CHOICES = ("none", "hflip", "multiscale")
 
 
 def age_cuts(args) -> tuple[int, int]:
@@ -63,7 +66,7 @@ def cmd_serve(args):
     model_source(args.model)  # before the model's imports: a missing folder is refused at once
     from .serve.app import serve
 
-    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, int8=args.int8)
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, int8=args.int8, tta=args.tta)
 
 
 def cmd_demo_data(args):
@@ -294,7 +297,7 @@ def add_training_commands(sub) -> None:
     command.add_argument("--method", default="soft", choices=["soft", "hard"])
     command.add_argument("--fit-weights", action="store_true", help="fit soft-vote weights on OOF macro-F1")
     command.add_argument("--tune-offsets", action="store_true", help="fit per-class logit offsets on OOF (cross-fitted report)")
-    command.add_argument("--tta", default="none", choices=["none", "hflip", "multiscale"])
+    command.add_argument("--tta", default="none", choices=TTA_CHOICES)
     command.add_argument("--by-person", action="store_true", help="pool each person's eval photos at predict time")
     command.add_argument("--force", action="store_true", help="replace an existing recipe.yaml")
 
@@ -304,7 +307,7 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("members", nargs="+", help="a fit folder, a recipe YAML, or run folders, CV folders and checkpoint files")
     command.add_argument("--data", required=True, help="eval folder (holding info.csv and images/) or the dataset root")
     command.add_argument("--out", required=True, help="submission CSV path")
-    command.add_argument("--tta", choices=["none", "hflip", "multiscale"], help="default: the recipe's, or none for runs")
+    command.add_argument("--tta", choices=TTA_CHOICES, help="default: the recipe's, or none for runs")
     command.add_argument("--method", choices=["soft", "hard"], help="default: the recipe's, or soft for runs")
     command.add_argument("--by-person", action=argparse.BooleanOptionalAction, default=None,
                          help="group the eval photos into persons (7 each); each person's photos share one gender and age, "
@@ -333,7 +336,7 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--format", choices=["onnx"], default="onnx")
     command.add_argument("--int8", action="store_true", help="also write int8 graphs, calibrated on train photos from --data")
     command.add_argument("--data", help="data set whose photos check the graphs (and calibrate int8)")
-    command.add_argument("--tta", choices=["none", "hflip", "multiscale"],
+    command.add_argument("--tta", choices=TTA_CHOICES,
                          help="the views each graph averages (default: the recipe's); none classifies a face in one pass")
     command.add_argument("--force", action="store_true", help="replace an existing model folder")
 
@@ -345,6 +348,8 @@ def add_prediction_commands(sub) -> None:
     command.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                          help="serve the export's int8 graphs, or (--no-int8) its fp32 ones; default: int8 when the export has them "
                               "(faster; `maskcls export --int8` printed their cost)")
+    command.add_argument("--tta", choices=TTA_CHOICES, help="the views each face is classified in, for a fit or run folder "
+                                                         "(default: the recipe's; an export's graphs hold the views it was exported with)")
 
     command = add_command(sub, "demo", cmd_demo, "the whole road on built-in synthetic data: data, check, EDA, fit the demo recipe, "
                                                  "predict, evaluate")

@@ -52,6 +52,9 @@ def test_exported_model_answers_as_the_checkpoint(exported, cropped_run, wide_ro
     assert int8.info["int8"] and int8.predict(read_rgb(photos[0]))["faces"]
     with pytest.raises(MaskclsError, match="int8 needs an exported model"):
         ServedModel.load(run, int8=True)
+    assert ServedModel.load(exported, tta="hflip").info["tta"] == "hflip"  # the views its graphs hold
+    with pytest.raises(MaskclsError, match="hold the views tta=hflip; export the model again with --tta none"):
+        ServedModel.load(exported, tta="none")
 
 
 def test_the_graph_runs_its_tta_views_as_one_batch_with_the_predictions_answer(cropped_run, wide_root):

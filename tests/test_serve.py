@@ -234,6 +234,23 @@ def test_health_version_docs_and_the_page(client, model):
         assert "://" not in text, f"{name} names another site; the page must work offline"
 
 
+def test_a_run_is_served_in_the_views_asked_for(cropped_run, model, photos):
+    from maskcls.cli import TTA_CHOICES
+    from maskcls.infer.runtime import TTA_PRESETS
+    from maskcls.serve.model import ServedModel
+
+    assert TTA_CHOICES == TTA_PRESETS  # the CLI's copy, kept so that --help needs no torch
+    single = ServedModel.load(cropped_run, tta="none")
+    assert model.info["tta"] == "hflip" and single.info["tta"] == "none"
+    rgb = photos["face"][1]
+    crops = single.members[0][0].inputs(rgb, single.detector.find(rgb))
+    one_view = single.members[0][0].run
+    both = (one_view(crops) + one_view(np.ascontiguousarray(crops[..., ::-1]))) / 2
+    assert np.allclose(model.members[0][0].run(crops), both, atol=1e-5) and not np.allclose(one_view(crops), both, atol=1e-5)
+    with pytest.raises(MaskclsError, match="tta='sideways': choose one of none, hflip, multiscale"):
+        ServedModel.load(cropped_run, tta="sideways")
+
+
 def test_the_service_refuses_bad_settings_and_a_taken_port(tmp_path):
     with pytest.raises(MaskclsError, match="max-upload-mb"):
         create_app(object(), max_upload_mb=0)

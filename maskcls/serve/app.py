@@ -184,14 +184,15 @@ def answer_photo(model, data: bytes, max_pixels: int) -> dict:
             "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])}}
 
 
-def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS, int8: bool | None = None) -> FastAPI:
-    """The service around `model`: a ServedModel, or a folder to load one from (`int8`: see `ServedModel.load`)."""
+def create_app(model, max_upload_mb: float = 10, max_pixels: int = MAX_PIXELS, int8: bool | None = None,
+               tta: str | None = None) -> FastAPI:
+    """The service around `model`: a ServedModel, or a folder to load one from (`int8`, `tta`: see `ServedModel.load`)."""
     if not max_upload_mb > 0:
         raise MaskclsError(f"--max-upload-mb {max_upload_mb}: give a positive size in MB, e.g. 10")
     if isinstance(model, (str, Path)):
         from .model import ServedModel
 
-        model = ServedModel.load(model, int8)
+        model = ServedModel.load(model, int8, tta)
     cap = int(max_upload_mb * MEGABYTE)
     # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from swagger-ui-bundle.
     app = FastAPI(title="maskcls", version=str(model.info.get("model_id", "")), docs_url=None, redoc_url=None,
@@ -247,24 +248,26 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, log_level: str = "info", int8: bool | None = None):
+def prepare(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, log_level: str = "info",
+            int8: bool | None = None, tta: str | None = None):
     """Everything `serve` does before it blocks: load the model, listen, say where. Returns the
     uvicorn server and its socket; `server.run(sockets=[sock])` answers until `server.should_exit`."""
     import uvicorn
 
-    app = create_app(model_dir, max_upload_mb, int8=int8)  # a bad model folder is one line before anything listens
+    app = create_app(model_dir, max_upload_mb, int8=int8, tta=tta)  # a bad model folder is one line before anything listens
     sock = listen(host, port)
     if host not in LOOPBACK:
         log.warning("listening on %s: the service has no authentication; anyone who can reach this address can use it", host)
     shown = f"[{host}]" if ":" in host else host
     info = app.state.model.info
-    graphs = f"{info['backend']} {'int8' if info.get('int8') else 'fp32'}"
+    graphs = f"{info['backend']} {'int8' if info.get('int8') else 'fp32'}, tta {info['tta']}"
     print(f"maskcls serve: model {info.get('model_id')} ({graphs}) at http://{shown}:{sock.getsockname()[1]}/ "
           f"(API docs /docs, uploads up to {max_upload_mb:g} MB); Ctrl-C stops", flush=True)
     return uvicorn.Server(uvicorn.Config(app, log_level=log_level)), sock
 
 
-def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, int8: bool | None = None) -> None:
+def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, int8: bool | None = None,
+          tta: str | None = None) -> None:
     """Load the model, then answer on http://HOST:PORT/ until interrupted (port 0: any free one, printed)."""
-    server, sock = prepare(model_dir, host, port, max_upload_mb, int8=int8)
+    server, sock = prepare(model_dir, host, port, max_upload_mb, int8=int8, tta=tta)
     server.run(sockets=[sock])

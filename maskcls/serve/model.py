@@ -22,6 +22,7 @@ from ..errors import MaskclsError
 from ..faces import Face, FaceDetector
 from ..infer import Vote, combine
 from ..infer.probs import mask_and_gender_age
+from ..infer.runtime import TTA_PRESETS
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name, decode
 from . import model_source
 from .export import MODEL_FORMAT, ProbsGraph, source_recipe
@@ -83,20 +84,23 @@ class ServedModel:
         self.crops = crops.pop()
 
     @classmethod
-    def load(cls, folder, int8: bool | None = None) -> ServedModel:
+    def load(cls, folder, int8: bool | None = None, tta: str | None = None) -> ServedModel:
         """An export's graphs, or a fit / run folder in PyTorch. `int8`: True or False picks an
         export's int8 or fp32 graphs; None takes its int8 ones when it has them, as they are the
-        faster at a cost the export measured."""
+        faster at a cost the export measured. `tta`: the views each face is classified in (default:
+        the recipe's); an export's graphs hold theirs, so there it may only repeat them."""
         folder = model_source(folder)
+        if tta is not None and tta not in TTA_PRESETS:
+            raise MaskclsError(f"tta={tta!r}: choose one of {', '.join(TTA_PRESETS)}")
         if (folder / "model.json").is_file():
-            return cls.from_export(folder, int8)
+            return cls.from_export(folder, int8, tta)
         if int8:
             raise MaskclsError(f"{folder}: int8 needs an exported model; run `maskcls export {folder} --int8 --data DATA --out MODEL` "
                                "and serve MODEL")
-        return cls.from_runs(folder)
+        return cls.from_runs(folder, tta)
 
     @classmethod
-    def from_export(cls, folder: Path, int8: bool | None = None) -> ServedModel:
+    def from_export(cls, folder: Path, int8: bool | None = None, tta: str | None = None) -> ServedModel:
         try:
             spec = json.loads((folder / "model.json").read_text())
         except (OSError, ValueError) as exc:
@@ -107,18 +111,22 @@ class ServedModel:
             int8 = bool(spec["int8"])
         if int8 and not spec["int8"]:
             raise MaskclsError(f"{folder}: was exported without --int8; export it again with --int8 --data DATA, or serve its fp32 graphs")
+        held = spec["recipe"]["tta"]
+        if tta is not None and tta != held:
+            raise MaskclsError(f"{folder}: its graphs hold the views tta={held}; export the model again with --tta {tta} to serve those")
         members = [[onnx_graph(folder, graph, int8) for graph in member["graphs"]] for member in spec["members"]]
-        info = {"model_id": spec["model_id"], "recipe": spec["recipe"]["name"], "backend": "onnx", "int8": int8,
+        info = {"model_id": spec["model_id"], "recipe": spec["recipe"]["name"], "backend": "onnx", "int8": int8, "tta": held,
                 "members": [m["name"] for m in spec["members"]]}
         return cls(members, Vote.from_dict(spec["vote"]), info, onet_folders=(folder,))  # a tuned O-net travels in the folder
 
     @classmethod
-    def from_runs(cls, folder: Path) -> ServedModel:
+    def from_runs(cls, folder: Path, tta: str | None = None) -> ServedModel:
         from ..checkpoint import checkpoints_of
 
         recipe = source_recipe(folder)
-        members = [[torch_graph(path, recipe.tta) for path in checkpoints_of(run)] for run in recipe.trained_runs()]
-        info = {"model_id": f"torch:{Path(folder).resolve().name}", "recipe": recipe.name, "backend": "torch", "int8": False,
+        tta = recipe.tta if tta is None else tta
+        members = [[torch_graph(path, tta) for path in checkpoints_of(run)] for run in recipe.trained_runs()]
+        info = {"model_id": f"torch:{Path(folder).resolve().name}", "recipe": recipe.name, "backend": "torch", "int8": False, "tta": tta,
                 "members": [m.name for m in recipe.members]}
         return cls(members, recipe.vote, info)
 
