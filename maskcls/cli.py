@@ -19,7 +19,7 @@ from .errors import MaskclsError
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 # maskcls.infer.runtime.TTA_PRESETS, repeated so that the CLI answers --help without importing torch
-# (tests/test_cli.py checks the two agree).
+# (tests/test_serve.py checks the two agree).
 TTA_CHOICES = ("none", "hflip", "multiscale")
 
 
