@@ -81,10 +81,15 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The batch as each TTA view sees it; probabilities of the views are averaged."""
+def check_tta(tta: str) -> None:
+    """One clear line for a TTA name that is not a preset."""
     if tta not in TTA_PRESETS:
         raise MaskclsError(f"tta={tta!r}: choose one of {', '.join(TTA_PRESETS)}")
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The batch as each TTA view sees it; probabilities of the views are averaged."""
+    check_tta(tta)
     views = [x]
     if tta in ("hflip", "multiscale"):
         views.append(torch.flip(x, dims=[3]))

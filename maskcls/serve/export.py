@@ -27,7 +27,7 @@ from ..errors import MaskclsError
 from ..faces.onet import carry_onet
 from ..fileio import atomic_write_text, folder_written_whole, refuse_filled_folder, refuse_replacing_inputs
 from ..infer import load_recipe, recipe_of_runs
-from ..infer.runtime import TTA_PRESETS, tta_views
+from ..infer.runtime import check_tta, tta_views
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name
 from ..models.heads import class_probs
 
@@ -67,8 +67,8 @@ def export_model(source, out, data=None, int8: bool = False, force: bool = False
     """Export every checkpoint of `source` into `out`; `data` (a data set with train/ or eval/)
     gives the photos for the parity check and the int8 calibration; `tta` replaces the recipe's
     views in the graphs. Returns model.json's dict."""
-    if tta is not None and tta not in TTA_PRESETS:
-        raise MaskclsError(f"tta={tta!r}: choose one of {', '.join(TTA_PRESETS)}")
+    if tta is not None:
+        check_tta(tta)
     recipe = source_recipe(source)
     tta = recipe.tta if tta is None else tta
     checkpoints = [checkpoints_of(run) for run in recipe.trained_runs()]

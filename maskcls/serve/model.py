@@ -22,7 +22,7 @@ from ..errors import MaskclsError
 from ..faces import Face, FaceDetector
 from ..infer import Vote, combine
 from ..infer.probs import mask_and_gender_age
-from ..infer.runtime import TTA_PRESETS
+from ..infer.runtime import check_tta
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, class_name, decode
 from . import model_source
 from .export import MODEL_FORMAT, ProbsGraph, source_recipe
@@ -90,8 +90,8 @@ class ServedModel:
         faster at a cost the export measured. `tta`: the views each face is classified in (default:
         the recipe's); an export's graphs hold theirs, so there it may only repeat them."""
         folder = model_source(folder)
-        if tta is not None and tta not in TTA_PRESETS:
-            raise MaskclsError(f"tta={tta!r}: choose one of {', '.join(TTA_PRESETS)}")
+        if tta is not None:
+            check_tta(tta)
         if (folder / "model.json").is_file():
             return cls.from_export(folder, int8, tta)
         if int8:
