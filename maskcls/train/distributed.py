@@ -36,7 +36,6 @@ import torch
 import torch.distributed as dist
 from timm.layers import convert_sync_batchnorm
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as all_reduce_with_grad  # its gradient is summed too
 
 from ..errors import MaskclsError
 
@@ -198,6 +197,24 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return cpu_sync_batchnorm(model)
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """An all-reduce sum that carries gradients: every process's loss depends on every process's
+    share of the sum, so the gradient reaching that share is summed over processes too.
+    torch.distributed.nn.functional.all_reduce, which does this, is deprecated."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
     """convert_sync_batchnorm, to CpuSyncBatchNorm."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -236,9 +253,9 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         shape = [1, -1] + [1] * (x.dim() - 2)
         values = x.to(torch.promote_types(x.dtype, torch.float32))  # statistics in float32 at least, as under autocast
         count = x.numel() // x.shape[1] * world_size()  # every process's share of a batch is the same size
-        mean = all_reduce_with_grad(values.sum(dims)) / count
+        mean = _SumOverProcesses.apply(values.sum(dims)) / count
         centered = values - mean.view(shape)
-        var = all_reduce_with_grad(centered.square().sum(dims)) / count
+        var = _SumOverProcesses.apply(centered.square().sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
