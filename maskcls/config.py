@@ -104,6 +104,8 @@ class PreprocessConfig(Section):
     crop_cascade: CropCascade = DetectorSettings.cascade
     # The Haar fallback runs on the photo shrunk until the smallest face fills its window (false: full size, as before).
     crop_haar_downscale: bool = DetectorSettings.haar_downscale
+    # Where both MTCNN passes find nothing, O-net looks at a grid of squares over the photo before Haar's cascade runs.
+    crop_onet_scan: bool = DetectorSettings.onet_scan
     # tuned: before detecting, fine-tune MTCNN's O-net on masks drawn over this data's bare train faces (maskcls/faces/tune.py),
     # once per data set and settings; packaged: facenet-pytorch's O-net as it ships.
     crop_onet: CropOnet = "tuned"

@@ -151,6 +151,7 @@ def test_detector_settings_recorded_before_a_step_existed_keep_it_off():
     assert settings.rescue_thresholds is None and settings.refine_steps == 0 and settings.cascade == "facenet-pytorch"
     assert settings.rescue_below == 0 and settings.score_power == 0  # the largest face, the low pass only where nothing was found
     assert settings.haar_downscale is False and DetectorSettings().haar_downscale is True  # Haar at full size, as it ran then
+    assert settings.onet_scan is False and DetectorSettings().onet_scan is True
     before_onnx = {k: v for k, v in DetectorSettings().to_dict().items() if k != "cascade"}
     assert DetectorSettings.from_dict(before_onnx) == DetectorSettings(cascade="facenet-pytorch")
     assert DetectorSettings().cascade == "onnxruntime"
@@ -163,9 +164,26 @@ def test_fallback_chain_says_which_step_found_the_face():
     wall = np.full((200, 150, 3), 128, np.uint8)
     face = detector.main_face(wall)
     assert face.source == "centre" and face.score == 0
-    assert detector.detect(wall) == [] and detector.detect_haar(wall) == []
+    assert detector.detect(wall) == [] and detector.scan(wall) == [] and detector.detect_haar(wall) == []
     x0, y0, x1, y1 = face.box
     assert x1 - x0 == pytest.approx(y1 - y0) and 0 <= x0 and x1 <= 150
+
+
+def test_where_both_mtcnn_passes_find_nothing_o_net_scans_the_photo_and_finds_the_face(wide_root, monkeypatch):
+    rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "2"]
+    scanning, not_scanning = FaceDetector(), FaceDetector(DetectorSettings(onet_scan=False))
+    for detector in (scanning, not_scanning):
+        monkeypatch.setattr(detector, "_mtcnn_pass", lambda *args, **kwargs: [])  # P-net proposes nothing, as on a face it misses
+    hits = 0
+    for row in rows:
+        rgb = read_rgb(wide_root / "train" / "images" / row["path"])
+        face = scanning.main_face(rgb)
+        assert face.source == "onet-scan", row["path"]
+        assert not_scanning.main_face(rgb).source in ("haar", "centre")
+        x0, y0, x1, y1 = face.box
+        assert len(face.landmarks) == 5 and all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in face.landmarks)  # so the eyes frame the crop
+        hits += iou(face.box, [float(row[k]) for k in ("x0", "y0", "x1", "y1")]) >= 0.5
+    assert hits >= len(rows) - 1
 
 
 def test_haar_runs_where_the_smallest_face_fills_its_window_and_answers_in_the_photos_pixels(wide_root):
@@ -310,7 +328,7 @@ def test_crop_command_writes_the_layout_and_a_box_table(wide_root, tmp_path):
     assert write_cropped_copy(source, out, margin=0.2, size=64, progress=False, onet="packaged") == {"eval": 6 * 7, "onet": None}
     assert (out / "eval" / "info.csv").read_bytes() == (source / "eval" / "info.csv").read_bytes()
     rows = list(csv.DictReader(open(out / "eval" / "crops.csv")))
-    assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "mtcnn-low", "haar", "centre"}
+    assert len(rows) == 6 * 7 and {r["detector"] for r in rows} <= {"mtcnn", "mtcnn-low", "onet-scan", "haar", "centre"}
     assert all(len(r["landmarks"].split()) == 5 for r in rows if r["detector"].startswith("mtcnn"))
     assert any(r["detector"].startswith("mtcnn") for r in rows)
     assert read_rgb(out / "eval" / "images" / rows[0]["path"]).shape == (64, 64, 3)

@@ -99,7 +99,7 @@ def test_a_face_photo_gets_every_field(client, model, photos):
     for face in answer["faces"]:
         x0, y0, x1, y1 = face["box"]
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
-        assert face["detector"] in ("mtcnn", "mtcnn-low", "haar") and 0 < face["score"] <= 1
+        assert face["detector"] in ("mtcnn", "mtcnn-low", "onet-scan", "haar") and 0 < face["score"] <= 1
         assert 0 <= face["class_id"] < NUM_CLASSES and face["class_name"] == class_name(face["class_id"])
         for (head, names), index in zip(HEADS.items(), decode(face["class_id"]), strict=True):
             assert face[head]["label"] == names[index]

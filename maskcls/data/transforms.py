@@ -23,7 +23,7 @@ def detector_settings(cfg) -> DetectorSettings:
     return DetectorSettings(thresholds=cfg.crop_thresholds, min_face=cfg.crop_min_face,
                             rescue_thresholds=cfg.crop_rescue_thresholds, rescue_below=cfg.crop_rescue_below,
                             refine_steps=cfg.crop_refine_steps, score_power=cfg.crop_score_power, cascade=cfg.crop_cascade,
-                            haar_downscale=cfg.crop_haar_downscale)
+                            haar_downscale=cfg.crop_haar_downscale, onet_scan=cfg.crop_onet_scan)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Face detection with a fallback chain: MTCNN, MTCNN again at low thresholds, a Haar cascade,
-then a centre crop.
+"""Face detection with a fallback chain: MTCNN, MTCNN again at low thresholds, O-net scanning
+the photo, a Haar cascade, then a centre crop.
 
 MTCNN (facenet-pytorch's networks and weights, run by ONNX Runtime: see mtcnn.py) finds almost
 every bare face, but a worn mask hides the nose and mouth its networks look for, so its default
@@ -15,6 +15,12 @@ through O-net, which regresses a box towards the face it sees: on a masked face 
 often covers only the eyes and brow, and a second look from that box widens it to the face.
 O-net itself may be one fine-tuned on masks drawn over the data's own bare faces (tune.py),
 named in the settings by the digest of its weights (onet.py).
+Where both passes find nothing, O-net itself looks at a coarse grid of squares over the photo
+("onet-scan"): P-net, which proposes the windows the other networks see, is the network that
+misses a face whose mask it has never seen (drawn faces, large patterned masks), while O-net,
+tuned on the data's own masked faces, still knows it when shown it, and gives its landmarks,
+so the crop is framed on the eyes as the others are. It is slow (hundreds of O-net windows),
+but runs only where the two passes found nothing.
 Haar's cascade, where it comes to that, runs on the photo shrunk until the smallest face
 searched for fills its window, so it scans no window smaller than a face it may report.
 The main face is the largest. Two settings can widen the second pass to photos where the first
@@ -49,11 +55,16 @@ DUPLICATE_IOU = 0.5  # a low-pass face overlapping a kept one this much is the s
 # trained on the box framing reads as another face), and the largest face as the main one, the
 # second pass only where the first found nothing.
 RECORDED_BEFORE = {"rescue_thresholds": None, "refine_steps": 0, "cascade": "facenet-pytorch", "rescue_below": 0.0,
-                   "score_power": 0.0, "haar_downscale": False, "onet": None}
+                   "score_power": 0.0, "haar_downscale": False, "onet": None, "onet_scan": False}
 HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS = "haarcascade_frontalface_default.xml", 1.1, 4
+# The O-net scan: squares from the smallest face searched for up to this fraction of the short
+# side, each size this factor above the last, placed half a side apart (O-net regresses a box
+# from a window that holds part of the face); a window counts above this score, and windows'
+# boxes overlapping this much are one face.
+SCAN_LARGEST, SCAN_STEP, SCAN_STRIDE, SCAN_SCORE, SCAN_NMS = 0.7, 1.5, 0.5, 0.9, 0.3
 # Everything of the chain that is fixed in code, for the detection cache key: a change here re-detects.
 CHAIN = {"centre": [CENTRE_SIDE, CENTRE_HEIGHT], "min_face_pixels": MIN_FACE_PIXELS, "refine_chip": ONET_SIDE,
-         "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS]}
+         "haar": [HAAR_CASCADE, HAAR_SCALE, HAAR_NEIGHBOURS], "scan": [SCAN_LARGEST, SCAN_STEP, SCAN_STRIDE, SCAN_SCORE, SCAN_NMS]}
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class DetectorSettings:
     # scans windows smaller than any face it may report.
     haar_downscale: bool = True
     onet: str | None = None  # the digest of a tuned O-net (faces/tune.py, stored by faces/onet.py); None: facenet-pytorch's
+    onet_scan: bool = True  # where both MTCNN passes find nothing, O-net scans a grid of squares before Haar's cascade runs
 
     def __post_init__(self):
         # Floors arrive as lists from YAML and JSON records; as tuples the settings compare and hash as values.
@@ -115,8 +127,8 @@ class DetectorSettings:
 class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the full photo
     score: float  # the detector's confidence; 0 for the centre fallback
-    source: str  # "mtcnn", "mtcnn-low", "haar" or "centre": which step of the chain found it
-    # MTCNN's five points (x, y): the eyes, the nose tip, the mouth's corners; None from Haar and the centre crop.
+    source: str  # "mtcnn", "mtcnn-low", "onet-scan", "haar" or "centre": which step of the chain found it
+    # O-net's five points (x, y): the eyes, the nose tip, the mouth's corners; None from Haar and the centre crop.
     landmarks: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -126,7 +138,8 @@ class Face:
 
 class FaceDetector:
     """`detect(rgb)` lists every face MTCNN's first pass finds; `find(rgb)` goes down the chain
-    (first pass, with the low-threshold pass where the first is unsure, then Haar) and lists the
+    (first pass, with the low-threshold pass where the first is unsure, then the O-net scan, then
+    Haar) and lists the
     faces found; `main_face(rgb)` always returns one: find's first, else the centre crop. Lists
     are ranked as the settings' `score_power` says, the main face first."""
 
@@ -148,6 +161,8 @@ class FaceDetector:
             found = self._mtcnn_pass(rgb, self.settings.thresholds, "mtcnn", maps)
             if self.settings.rescue_thresholds and max((f.score for f in found), default=0.0) <= self.settings.rescue_below:
                 found = self.rank(found + self._mtcnn_pass(rgb, self.settings.rescue_thresholds, "mtcnn-low", maps))
+            if not found and self.settings.onet_scan:
+                found = self.scan(rgb)
         return found or self.detect_haar(rgb)
 
     def candidates(self, rgb: np.ndarray) -> list[Face]:
@@ -187,6 +202,33 @@ class FaceDetector:
                  for box, score, points in zip(boxes, scores, landmarks, strict=True)]
         return self.rank([f for f in faces if f.area > 0])
 
+    def scan(self, rgb: np.ndarray) -> list[Face]:
+        """The faces O-net finds on a grid of squares over the photo, each refined as MTCNN's are."""
+        size = self._min_face_size(rgb)
+        if size is None:
+            return []
+        height, width = rgb.shape[:2]
+        squares, side = [], float(size)
+        while side <= SCAN_LARGEST * min(height, width):
+            stride = SCAN_STRIDE * side
+            squares += [(x, y, x + side, y + side) for y in np.arange(0.0, height - side + 1, stride)
+                        for x in np.arange(0.0, width - side + 1, stride)]
+            side *= SCAN_STEP
+        if not squares:
+            return []
+        squares = np.array([square_box(square, 0.0) for square in squares], dtype=np.float64)  # the pixels O-net is shown
+        with self._lock:
+            offsets, _, scores = self._network().onet(onet_chips(rgb, squares))
+            face = scores > SCAN_SCORE
+            if not face.any():
+                return []
+            boxes = squares[face] + offsets[face] * (squares[face, 2:3] - squares[face, 0:1])
+            keep = nms(boxes, scores[face], SCAN_NMS)
+            boxes, landmarks, scores = self.refine(rgb, boxes[keep], None, scores[face][keep])
+        faces = [Face(tuple(float(v) for v in box), float(score), "onet-scan", tuple((float(x), float(y)) for x, y in points))
+                 for box, score, points in zip(boxes, scores, landmarks, strict=True)]
+        return self.rank([f for f in faces if f.area > 0])
+
     def rank(self, faces: list[Face]) -> list[Face]:
         """Best first by area x score ** score_power, without the repeats of a face that both passes found."""
         faces = sorted(faces, key=lambda f: -f.area * f.score ** self.settings.score_power)
@@ -204,11 +246,8 @@ class FaceDetector:
         with self._lock:
             cascade = self._network()
             for _ in range(self.settings.refine_steps):
-                squares = [square_box(box, 0.0) for box in boxes]
-                chips = np.stack([cv2.resize(crop_face(rgb, square, 0.0), (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
-                                  for square in squares])
-                offsets, points, scores = cascade.onet(chips)
-                squares = np.array(squares, dtype=np.float64)
+                squares = np.array([square_box(box, 0.0) for box in boxes], dtype=np.float64)
+                offsets, points, scores = cascade.onet(onet_chips(rgb, squares))
                 side = squares[:, 2:3] - squares[:, 0:1]
                 boxes = squares + offsets * side  # (x0, y0, x1, y1) moves in units of the square's side
                 # O-net gives the five x's, then the five y's, as fractions of the square it saw.
@@ -239,6 +278,12 @@ class FaceDetector:
             state = None if self.settings.onet is None else load_onet(self.settings.onet, self.onet_folders)
             self._mtcnn = MTCNNCascade(self.threads, state) if self.settings.cascade == "onnxruntime" else FacenetMTCNN(state)
         return self._mtcnn
+
+
+def onet_chips(rgb: np.ndarray, squares) -> np.ndarray:
+    """O-net's input: each square cut from the photo (black past its edge) at O-net's side."""
+    return np.stack([cv2.resize(crop_face(rgb, square, 0.0), (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
+                     for square in squares])
 
 
 def centre_face(height: int, width: int) -> Face:
