@@ -172,7 +172,8 @@ def test_fallback_chain_says_which_step_found_the_face():
 def test_where_both_mtcnn_passes_find_nothing_o_net_scans_the_photo_and_finds_the_face(wide_root, monkeypatch):
     rows = [r for r in faces_table(wide_root / "train") if r["mask_state"] == "2"]
     scanning, not_scanning = FaceDetector(), FaceDetector(DetectorSettings(onet_scan=False))
-    for detector in (scanning, not_scanning):
+    unrefined = FaceDetector(DetectorSettings(refine_steps=0))  # the scan's own O-net look gives the box and landmarks
+    for detector in (scanning, not_scanning, unrefined):
         monkeypatch.setattr(detector, "_mtcnn_pass", lambda *args, **kwargs: [])  # P-net proposes nothing, as on a face it misses
     hits = 0
     for row in rows:
@@ -180,6 +181,7 @@ def test_where_both_mtcnn_passes_find_nothing_o_net_scans_the_photo_and_finds_th
         face = scanning.main_face(rgb)
         assert face.source == "onet-scan", row["path"]
         assert not_scanning.main_face(rgb).source in ("haar", "centre")
+        assert unrefined.main_face(rgb).source == "onet-scan" and len(unrefined.main_face(rgb).landmarks) == 5
         x0, y0, x1, y1 = face.box
         assert len(face.landmarks) == 5 and all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in face.landmarks)  # so the eyes frame the crop
         hits += iou(face.box, [float(row[k]) for k in ("x0", "y0", "x1", "y1")]) >= 0.5

@@ -139,9 +139,8 @@ class Face:
 class FaceDetector:
     """`detect(rgb)` lists every face MTCNN's first pass finds; `find(rgb)` goes down the chain
     (first pass, with the low-threshold pass where the first is unsure, then the O-net scan, then
-    Haar) and lists the
-    faces found; `main_face(rgb)` always returns one: find's first, else the centre crop. Lists
-    are ranked as the settings' `score_power` says, the main face first."""
+    Haar) and lists the faces found; `main_face(rgb)` always returns one: find's first, else the
+    centre crop. Lists are ranked as the settings' `score_power` says, the main face first."""
 
     def __init__(self, settings: DetectorSettings | None = None, threads: int = 1, onet_folders=()):
         self.settings = settings or DetectorSettings()
@@ -218,13 +217,13 @@ class FaceDetector:
             return []
         squares = np.array([square_box(square, 0.0) for square in squares], dtype=np.float64)  # the pixels O-net is shown
         with self._lock:
-            offsets, _, scores = self._network().onet(onet_chips(rgb, squares))
+            boxes, landmarks, scores = self._onet_look(rgb, squares)
             face = scores > SCAN_SCORE
             if not face.any():
                 return []
-            boxes = squares[face] + offsets[face] * (squares[face, 2:3] - squares[face, 0:1])
-            keep = nms(boxes, scores[face], SCAN_NMS)
-            boxes, landmarks, scores = self.refine(rgb, boxes[keep], None, scores[face][keep])
+            boxes, landmarks, scores = boxes[face], landmarks[face], scores[face]
+            keep = nms(boxes, scores, SCAN_NMS)
+            boxes, landmarks, scores = self.refine(rgb, boxes[keep], landmarks[keep], scores[keep])
         faces = [Face(tuple(float(v) for v in box), float(score), "onet-scan", tuple((float(x), float(y)) for x, y in points))
                  for box, score, points in zip(boxes, scores, landmarks, strict=True)]
         return self.rank([f for f in faces if f.area > 0])
@@ -244,14 +243,17 @@ class FaceDetector:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         landmarks = None if landmarks is None else np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
         with self._lock:
-            cascade = self._network()
             for _ in range(self.settings.refine_steps):
-                squares = np.array([square_box(box, 0.0) for box in boxes], dtype=np.float64)
-                offsets, points, scores = cascade.onet(onet_chips(rgb, squares))
-                side = squares[:, 2:3] - squares[:, 0:1]
-                boxes = squares + offsets * side  # (x0, y0, x1, y1) moves in units of the square's side
-                # O-net gives the five x's, then the five y's, as fractions of the square it saw.
-                landmarks = np.stack([squares[:, 0:1] + points[:, :5] * side, squares[:, 1:2] + points[:, 5:] * side], axis=2)
+                boxes, landmarks, scores = self._onet_look(rgb, np.array([square_box(box, 0.0) for box in boxes], dtype=np.float64))
+        return boxes, landmarks, scores
+
+    def _onet_look(self, rgb: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """O-net's (boxes N x 4, landmarks N x 5 x 2, scores N) for the photo's squares (N x 4, integer corners)."""
+        offsets, points, scores = self._network().onet(onet_chips(rgb, squares))
+        side = squares[:, 2:3] - squares[:, 0:1]
+        boxes = squares + offsets * side  # (x0, y0, x1, y1) moves in units of the square's side
+        # O-net gives the five x's, then the five y's, as fractions of the square it saw.
+        landmarks = np.stack([squares[:, 0:1] + points[:, :5] * side, squares[:, 1:2] + points[:, 5:] * side], axis=2)
         return boxes, landmarks, scores
 
     def detect_haar(self, rgb: np.ndarray) -> list[Face]:
