@@ -196,10 +196,7 @@ class FaceDetector:
             if not len(boxes):
                 return []
             boxes, landmarks, scores = self.refine(rgb, boxes, landmarks, scores)
-        # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
-        faces = [Face(tuple(float(v) for v in box), float(score), source, tuple((float(x), float(y)) for x, y in points))
-                 for box, score, points in zip(boxes, scores, landmarks, strict=True)]
-        return self.rank([f for f in faces if f.area > 0])
+        return self.ranked_faces(boxes, scores, landmarks, source)
 
     def scan(self, rgb: np.ndarray) -> list[Face]:
         """The faces O-net finds on a grid of squares over the photo, each refined as MTCNN's are."""
@@ -224,7 +221,12 @@ class FaceDetector:
             boxes, landmarks, scores = boxes[face], landmarks[face], scores[face]
             keep = nms(boxes, scores, SCAN_NMS)
             boxes, landmarks, scores = self.refine(rgb, boxes[keep], landmarks[keep], scores[keep])
-        faces = [Face(tuple(float(v) for v in box), float(score), "onet-scan", tuple((float(x), float(y)) for x, y in points))
+        return self.ranked_faces(boxes, scores, landmarks, "onet-scan")
+
+    def ranked_faces(self, boxes, scores, landmarks, source: str) -> list[Face]:
+        """O-net's boxes, scores and landmarks as faces found by `source`, ranked."""
+        # Boxes may reach past the photo's edge: the crop pads there, so the face stays centred.
+        faces = [Face(tuple(float(v) for v in box), float(score), source, tuple((float(x), float(y)) for x, y in points))
                  for box, score, points in zip(boxes, scores, landmarks, strict=True)]
         return self.rank([f for f in faces if f.area > 0])
 
