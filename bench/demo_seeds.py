@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,11 +41,12 @@ def seed_list(text: str) -> list[int]:
 
 
 def variant(text: str) -> tuple[str, list[str]]:
-    """'name=key=value,key=value' -> (name, [key=value, ...])."""
+    """'name=key=value,key=value' -> (name, [key=value, ...]); a comma starts a new override only
+    where a key= follows it, so a list value (thresholds=0.3,0.4,0.4) stays whole."""
     name, _, overrides = text.partition("=")
-    if not name or not overrides:
+    if not name or "=" not in overrides:
         raise argparse.ArgumentTypeError(f"{text!r}: a variant is NAME=key=value[,key=value ...]")
-    return name, overrides.split(",")
+    return name, re.split(r",(?=[\w.]+=)", overrides)
 
 
 def run_one(data: Path, folder: Path, seed: int, overrides: list[str]) -> tuple[pd.Series, dict, float]:
