@@ -25,6 +25,7 @@ import pandas as pd
 
 from maskcls.data.demo import write_demo_dataset
 from maskcls.faces import DetectorSettings, face_boxes
+from maskcls.fileio import atomic_write_text
 from maskcls.fit import fit
 from maskcls.infer import predict
 from maskcls.metrics import score
@@ -57,7 +58,7 @@ def run_one(data: Path, folder: Path, seed: int, overrides: list[str]) -> tuple[
         started = time.time()
         fitted = fit("demo", data, folder / "fit", [f"seed={seed}", *overrides], progress=False)
         predict(fitted["recipe"], data / "eval", submission, progress=False, force=True)
-        done.write_text(json.dumps({"seed": seed, "overrides": overrides, "minutes": (time.time() - started) / 60}))
+        atomic_write_text(done, json.dumps({"seed": seed, "overrides": overrides, "minutes": (time.time() - started) / 60}), what="result")
     answers = pd.read_csv(submission, dtype={"ImageID": str}).set_index("ImageID")["ans"]
     preprocess = json.loads(folder.joinpath("submission.meta.json").read_text())["preprocess"][0]
     return answers, preprocess, json.loads(done.read_text())["minutes"]
@@ -82,15 +83,16 @@ def main(argv=None) -> int:
     truth = pd.read_csv(args.data / "eval" / "truth.csv", dtype={"ImageID": str})
     image_ids, labels = truth["ImageID"].tolist(), truth["ans"].to_numpy()
 
-    results = {}
+    results, macro_f1 = {}, {}
     for name, overrides in args.variant:
         for seed in args.seeds:
             answers, preprocess, minutes = run_one(args.data, args.out / f"{name}-seed{seed}", seed, overrides)
             results[name, seed] = (answers.loc[image_ids].to_numpy(), preprocess)
-            print(f"{name} seed {seed}: macro-F1 {score(labels, results[name, seed][0])['macro_f1']:.4f} ({minutes:.1f} min)", flush=True)
+            macro_f1[name, seed] = score(labels, results[name, seed][0])["macro_f1"]
+            print(f"{name} seed {seed}: macro-F1 {macro_f1[name, seed]:.4f} ({minutes:.1f} min)", flush=True)
 
     names = [name for name, _ in args.variant]
-    f1 = pd.DataFrame({name: [score(labels, results[name, s][0])["macro_f1"] for s in args.seeds] for name in names}, index=args.seeds)
+    f1 = pd.DataFrame({name: [macro_f1[name, s] for s in args.seeds] for name in names}, index=args.seeds)
     accuracy = {name: np.mean([(results[name, s][0] == labels).mean() for s in args.seeds]) for name in names}
     print(f"\n== demo recipe on {args.data}: {len(image_ids)} eval photos, seeds {args.seeds[0]}..{args.seeds[-1]} ({len(args.seeds)})")
     rng = np.random.default_rng(0)
